@@ -1,0 +1,311 @@
+"""DHIS2 Web API payloads: metadata lists and ``dataValueSets``.
+
+This module reads the JSON documents the DHIS2 Web API returns (``/api/organisationUnits``,
+``/api/dataElements``, ``/api/categoryOptionCombos``, a ``/api/metadata`` export holding several
+of them, and ``/api/dataValueSets``) from a folder of files. The HTTP client that fetches the
+same documents from a live server comes with the connectors issue; both share the parsers here.
+
+Payload shapes follow the DHIS2 developer docs: a data value set is
+``{"dataSet", "period", "orgUnit", "attributeOptionCombo", "dataValues": [...]}``, where the
+header fields are defaults for values that lack them, values are strings, and a missing
+category or attribute option combo means the default one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from connectors.base import Cursor, Page, Record
+from connectors.errors import SourceFormatError
+
+DEFAULT_CATEGORY_OPTION_COMBO = "HllvX50cXC0"
+"""The UID of the default category option combo, the same in every DHIS2 instance."""
+
+# Web API collection name -> raw entity name, in the order entities must be landed:
+# data values are validated against the metadata landed before them.
+ENTITY_OF_COLLECTION: dict[str, str] = {
+    "organisationUnits": "organisation_units",
+    "dataElements": "data_elements",
+    "categoryOptionCombos": "category_option_combos",
+    "dataValues": "data_values",
+}
+ENTITIES: tuple[str, ...] = tuple(ENTITY_OF_COLLECTION.values())
+
+_ORG_UNIT_FIELDS = {
+    "id": "id",
+    "code": "code",
+    "name": "name",
+    "shortName": "short_name",
+    "level": "level",
+    "path": "path",
+    "openingDate": "opening_date",
+    "closedDate": "closed_date",
+    "lastUpdated": "last_updated",
+}
+_DATA_ELEMENT_FIELDS = {
+    "id": "id",
+    "code": "code",
+    "name": "name",
+    "shortName": "short_name",
+    "valueType": "value_type",
+    "aggregationType": "aggregation_type",
+    "domainType": "domain_type",
+    "lastUpdated": "last_updated",
+}
+_COC_FIELDS = {
+    "id": "id",
+    "code": "code",
+    "name": "name",
+    "lastUpdated": "last_updated",
+}
+_DATA_VALUE_FIELDS = {
+    "dataElement": "data_element",
+    "period": "period",
+    "orgUnit": "org_unit",
+    "categoryOptionCombo": "category_option_combo",
+    "attributeOptionCombo": "attribute_option_combo",
+    "value": "value",
+    "storedBy": "stored_by",
+    "created": "created",
+    "lastUpdated": "last_updated",
+    "comment": "comment",
+    "followup": "followup",
+    "deleted": "deleted",
+}
+
+
+def _text(value: Any) -> str | None:
+    """DHIS2 sends values as strings; numbers and booleans are accepted on import, so they
+    are kept as their JSON text. Objects and lists are kept as JSON so validation can name
+    them instead of the parser guessing."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    return None
+
+
+def _ref_id(value: Any) -> str | None:
+    """A DHIS2 reference is ``{"id": "..."}``; older exports sometimes give the bare id."""
+    if isinstance(value, Mapping):
+        return _text(value.get("id"))
+    return _text(value)
+
+
+def _extras(obj: Mapping[str, Any], known: Iterable[str]) -> str | None:
+    """Fields the parser does not map are kept whole (as JSON) so nothing is lost and a
+    new field in a later DHIS2 version shows up in raw instead of vanishing."""
+    known_set = set(known)
+    rest = {k: v for k, v in obj.items() if k not in known_set}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None
+
+
+def _require_object(value: Any, origin: str, field: str, record: int | None = None) -> None:
+    if not isinstance(value, Mapping):
+        got = type(value).__name__ if value is not None else "null"
+        raise SourceFormatError(
+            origin, f"expected a JSON object, got {got}", field=field, record=record
+        )
+
+
+def _require_list(value: Any, origin: str, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        got = type(value).__name__ if value is not None else "null"
+        raise SourceFormatError(origin, f"expected a JSON list, got {got}", field=field)
+    return value
+
+
+def parse_organisation_units(items: list[Any], origin: str) -> list[Record]:
+    records = []
+    for index, obj in enumerate(items):
+        _require_object(obj, origin, f"organisationUnits[{index}]", index)
+        record: Record = {col: _text(obj.get(key)) for key, col in _ORG_UNIT_FIELDS.items()}
+        record["parent_id"] = _ref_id(obj.get("parent"))
+        geometry = obj.get("geometry")
+        record["geometry"] = json.dumps(geometry, sort_keys=True) if geometry else None
+        groups = obj.get("organisationUnitGroups") or []
+        record["group_ids"] = (
+            json.dumps([_ref_id(g) for g in groups]) if isinstance(groups, list) else None
+        )
+        record["extras"] = _extras(
+            obj,
+            [*_ORG_UNIT_FIELDS, "parent", "geometry", "organisationUnitGroups"],
+        )
+        records.append(record)
+    return records
+
+
+def parse_data_elements(items: list[Any], origin: str) -> list[Record]:
+    records = []
+    for index, obj in enumerate(items):
+        _require_object(obj, origin, f"dataElements[{index}]", index)
+        record: Record = {col: _text(obj.get(key)) for key, col in _DATA_ELEMENT_FIELDS.items()}
+        record["category_combo_id"] = _ref_id(obj.get("categoryCombo"))
+        record["extras"] = _extras(obj, [*_DATA_ELEMENT_FIELDS, "categoryCombo"])
+        records.append(record)
+    return records
+
+
+def parse_category_option_combos(items: list[Any], origin: str) -> list[Record]:
+    records = []
+    for index, obj in enumerate(items):
+        _require_object(obj, origin, f"categoryOptionCombos[{index}]", index)
+        record: Record = {col: _text(obj.get(key)) for key, col in _COC_FIELDS.items()}
+        record["category_combo_id"] = _ref_id(obj.get("categoryCombo"))
+        record["extras"] = _extras(obj, [*_COC_FIELDS, "categoryCombo"])
+        records.append(record)
+    return records
+
+
+def parse_data_value_set(document: Mapping[str, Any], origin: str) -> list[Record]:
+    """Flatten a data value set into one record per value, applying the set's header
+    defaults (dataSet, period, orgUnit, attributeOptionCombo) as DHIS2's importer does."""
+    values = _require_list(document.get("dataValues"), origin, "dataValues")
+    data_set = _text(document.get("dataSet"))
+    defaults = {
+        "period": _text(document.get("period")),
+        "org_unit": _text(document.get("orgUnit")),
+        "attribute_option_combo": _text(document.get("attributeOptionCombo")),
+    }
+    records = []
+    for index, obj in enumerate(values):
+        _require_object(obj, origin, f"dataValues[{index}]", index)
+        record: Record = {}
+        for key, col in _DATA_VALUE_FIELDS.items():
+            raw = obj.get(key)
+            record[col] = _flag(raw) if col in ("followup", "deleted") else _text(raw)
+        for col, default in defaults.items():
+            if not record[col]:
+                record[col] = default
+        for col in ("category_option_combo", "attribute_option_combo"):
+            if not record[col]:
+                record[col] = DEFAULT_CATEGORY_OPTION_COMBO
+        record["deleted"] = bool(record["deleted"])
+        record["data_set"] = data_set
+        record["extras"] = _extras(obj, _DATA_VALUE_FIELDS)
+        records.append(record)
+    return records
+
+
+_PARSERS = {
+    "organisationUnits": parse_organisation_units,
+    "dataElements": parse_data_elements,
+    "categoryOptionCombos": parse_category_option_combos,
+}
+
+
+def parse_document(document: Any, origin: str) -> dict[str, list[Record]]:
+    """Split one Web API JSON document into records per entity.
+
+    A document may be a single collection (``{"organisationUnits": [...]}`` with or
+    without a ``pager``), a metadata export with several collections, or a data value set.
+    Collections healthpipe does not use yet (``indicators``, ``legendSets`` ...) are skipped;
+    a document with none of the known collections is an error, not an empty result.
+    """
+    _require_object(document, origin, "(document)")
+    found: dict[str, list[Record]] = {}
+    for collection, parser in _PARSERS.items():
+        if collection in document:
+            items = _require_list(document[collection], origin, collection)
+            found[ENTITY_OF_COLLECTION[collection]] = parser(items, origin)
+    if "dataValues" in document:
+        found["data_values"] = parse_data_value_set(document, origin)
+    if not found:
+        keys = ", ".join(sorted(document)) or "none"
+        expected = ", ".join(ENTITY_OF_COLLECTION)
+        raise SourceFormatError(
+            origin,
+            f"not a DHIS2 Web API payload this connector reads: expected one of the keys "
+            f"{expected}; found {keys}",
+        )
+    return found
+
+
+def load_json(path: Path, origin: str) -> Any:
+    try:
+        with path.open("rb") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise SourceFormatError(
+            origin, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(origin, f"not UTF-8 text: {exc.reason}") from exc
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_payload_folder(
+    folder: Path,
+    cursor: Cursor | None = None,
+    *,
+    source_name: str = "dhis2",
+    page_size: int = 50_000,
+) -> Iterator[Page]:
+    """Yield pages of records from every ``*.json`` payload under ``folder``.
+
+    The cursor is ``{"files": {relative path: sha256}}``: a file whose content is unchanged
+    since the cursor was saved is skipped, so a re-run reads only new or changed drops.
+    Pages come entity by entity in landing order (metadata before data values), so values
+    are validated against the metadata of the same run. A page's cursor marks its file done
+    only on the file's last page.
+    """
+    if not folder.is_dir():
+        raise SourceFormatError(
+            f"{source_name}: {folder}", "the folder does not exist or is not a directory"
+        )
+    seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    changed: list[tuple[str, Path, str]] = []
+    for path in sorted(folder.rglob("*.json")):
+        relative = path.relative_to(folder).as_posix()
+        fingerprint = file_fingerprint(path)
+        if seen.get(relative) != fingerprint:
+            changed.append((relative, path, fingerprint))
+
+    parsed: list[tuple[str, str, dict[str, list[Record]]]] = []
+    for relative, path, fingerprint in changed:
+        origin = f"{source_name}: {path}"
+        parsed.append((relative, fingerprint, parse_document(load_json(path, origin), origin)))
+
+    # A file is done once its last entity's last page is committed.
+    remaining = {relative: len(entities) for relative, _, entities in parsed}
+    for entity in ENTITIES:
+        for relative, fingerprint, entities in parsed:
+            records = entities.get(entity)
+            if records is None:
+                continue
+            remaining[relative] -= 1
+            chunks = [records[i : i + page_size] for i in range(0, len(records), page_size)]
+            for number, chunk in enumerate(chunks or [[]], start=1):
+                if number == len(chunks or [[]]) and remaining[relative] == 0:
+                    seen[relative] = fingerprint
+                yield Page(
+                    entity=entity,
+                    records=chunk,
+                    origin=f"{folder / relative}",
+                    cursor={"files": dict(seen)},
+                )

@@ -1,0 +1,195 @@
+"""The ``healthpipe`` command line: the same pipeline functions the Airflow DAGs call."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from connectors.errors import SourceError
+from healthpipe import __version__
+from pipelines.errors import HealthpipeError
+
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """healthpipe's own messages at INFO; libraries only at WARNING, and their Python
+    warnings (deprecations, pandas hints) only with --verbose."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+    )
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+    for name in ("pipelines", "connectors"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _page_printer(source: str, entity: str, received: int) -> None:
+    console.print(f"  [dim]{source}[/] {entity}: {received:,} records landed and validated")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    started = time.monotonic()
+    console.print("[bold]healthpipe demo[/]: simulating a country and running the pipeline")
+    result = run_demo(Path(args.workdir), seed=args.seed, on_page=_page_printer)
+    table = Table(title="marts.indicator_values: rows per org-unit level")
+    table.add_column("indicator")
+    for level in sorted({level for _, level, _ in result.levels}):
+        table.add_column(f"level {level}", justify="right")
+    by_indicator: dict[str, dict[int, int]] = {}
+    for indicator, level, rows in result.levels:
+        by_indicator.setdefault(indicator, {})[level] = rows
+    levels = sorted({level for _, level, _ in result.levels})
+    for indicator, counts in by_indicator.items():
+        table.add_row(indicator, *(f"{counts.get(level, 0):,}" for level in levels))
+    console.print(table)
+    national = Table(title="National values, 2025")
+    national.add_column("indicator")
+    national.add_column("value", justify="right")
+    national.add_column("unit")
+    for name, unit, value in result.national:
+        national.add_row(name, "-" if value is None else f"{value:.1f}", unit)
+    console.print(national)
+    console.print(f"Warehouse: [bold]{result.config.warehouse}[/]")
+    console.print(f"Simulated source files: {result.country_dir}")
+    console.print(
+        "Query it: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
+        f"{_duckdb_path(result.config.warehouse)}', read_only=True).sql("
+        "'select * from marts.indicator_values limit 10'))\""
+    )
+    console.print(f"Done in {time.monotonic() - started:.1f} s (run {result.run.run_id}).")
+    return 0
+
+
+def _duckdb_path(url: str) -> str:
+    return url.removeprefix("duckdb:///") if url.startswith("duckdb:///") else url
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.run import run_pipeline
+
+    config = load_config(args.config)
+    summary = run_pipeline(
+        config,
+        source_names=args.source or None,
+        full_refresh=args.full_refresh,
+        on_page=_page_printer,
+    )
+    table = Table(title=f"Run {summary.run_id}")
+    for column in (
+        "source",
+        "entity",
+        "received",
+        "new",
+        "changed",
+        "unchanged",
+        "duplicates",
+        "quarantined",
+    ):
+        table.add_column(column, justify="left" if column in ("source", "entity") else "right")
+    for source in summary.sources:
+        for entity, counts in source.entities.items():
+            table.add_row(
+                source.source,
+                entity,
+                *(
+                    f"{n:,}"
+                    for n in (
+                        counts.received,
+                        counts.inserted,
+                        counts.updated,
+                        counts.unchanged,
+                        counts.duplicates,
+                        counts.quarantined,
+                    )
+                ),
+            )
+    console.print(table)
+    if summary.dbt is not None:
+        console.print(f"dbt build: {summary.dbt.succeeded} nodes passed")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pipelines.simulate import build_country, write_dhis2_payloads
+
+    out = Path(args.out)
+    files = write_dhis2_payloads(build_country(args.seed), out / "dhis2", year=args.year)
+    for entity, path in files.items():
+        console.print(f"{entity}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healthpipe",
+        description="A DHIS2-style health information and surveillance pipeline.",
+    )
+    parser.add_argument("--version", action="version", version=f"healthpipe {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs and full tracebacks"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="simulate a country and run the whole pipeline on the embedded warehouse"
+    )
+    demo.add_argument(
+        "--workdir", default="var", help="where the demo writes its data (default: var)"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed (default: 7)")
+    demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser(
+        "run", help="extract, land, validate and transform the configured sources"
+    )
+    run.add_argument("--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)")
+    run.add_argument(
+        "--source", action="append", metavar="NAME", help="only this source (repeatable)"
+    )
+    run.add_argument(
+        "--full-refresh", action="store_true", help="ignore saved cursors and re-read everything"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    simulate = commands.add_parser("simulate", help="write a simulated country's source data")
+    simulate.add_argument("--out", required=True, help="output folder")
+    simulate.add_argument("--seed", type=int, default=7, help="simulation seed (default: 7)")
+    simulate.add_argument(
+        "--year", type=int, default=2025, help="year of monthly data (default: 2025)"
+    )
+    simulate.set_defaults(handler=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except (HealthpipeError, SourceError) as exc:
+        if args.verbose:
+            errors.print_exception()
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

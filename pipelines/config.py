@@ -1,0 +1,234 @@
+"""``healthpipe.yml``: loading and validation.
+
+Every problem is reported as ``<file>: <key path>: <what was expected>`` so a user can fix
+the file without reading code: unknown keys (typos), wrong types, sources that lack what
+their type needs, and credentials whose environment variables are not set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import ConfigError
+
+SourceType = Literal["dhis2", "fhir", "hl7v2", "odk", "kobo", "tabular"]
+DEFAULT_WAREHOUSE = "duckdb:///var/healthpipe.duckdb"
+WAREHOUSE_ENV = "HEALTHPIPE_WAREHOUSE"
+CONFIG_ENV = "HEALTHPIPE_CONFIG"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# Sources that speak HTTP need base_url; the others read a file drop or listen on a socket.
+_HTTP_TYPES = {"fhir", "odk", "kobo"}
+
+
+class SourceConfig(BaseModel):
+    """One entry of ``sources:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="unique; names raw rows, DAGs and audit entries",
+    )
+    type: SourceType
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    path: Path | None = None
+    listen: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
+    username_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    password_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    token_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    schedule: str | None = None
+    enabled: bool = True
+    page_size: int = Field(default=50_000, gt=0)
+
+    @model_validator(mode="after")
+    def _check_location(self) -> SourceConfig:
+        if self.type in _HTTP_TYPES and self.base_url is None:
+            raise ValueError(f"a {self.type} source needs base_url")
+        if self.base_url is None and self.path is None and self.listen is None:
+            raise ValueError("needs base_url (HTTP), path (file drop) or listen (MLLP)")
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("username_env and password_env go together")
+        if self.token_env is not None and self.username_env is not None:
+            raise ValueError("give either token_env or username_env/password_env, not both")
+        return self
+
+    def credential_env_names(self) -> dict[str, str]:
+        """The config keys that name credential environment variables, with those names."""
+        keys = ("username_env", "password_env", "token_env")
+        return {key: value for key in keys if (value := getattr(self, key)) is not None}
+
+
+class HealthpipeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warehouse: str = DEFAULT_WAREHOUSE
+    pseudonym_key_env: str = Field(default="HEALTHPIPE_PSEUDONYM_KEY", pattern=ENV_NAME_PATTERN)
+    indicator_paths: list[Path] = Field(default_factory=list)
+    sources: list[SourceConfig]
+    state_dir: Path = Path("var")
+    """Where run-time state goes: dbt's target and logs, Data Docs, the demo's data."""
+
+    # Set by the loader, not by the file.
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> HealthpipeConfig:
+        names = [source.name for source in self.sources]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicated)}")
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"{self.origin}: no source named {name!r} (configured: {known})")
+
+    @property
+    def origin(self) -> str:
+        return str(self.config_path) if self.config_path else "healthpipe config"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """('sources', 0, 'type') -> 'sources[0].type'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+def _describe(error: Mapping[str, Any], model_fields: dict[str, list[str]]) -> str:
+    loc = tuple(error["loc"])
+    # Drop pydantic's internal union tags (e.g. function-after[...]) from the location.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    where = _location(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = "sources" if "sources" in loc[:-1] else ""
+        allowed = ", ".join(model_fields.get(parent, []))
+        return f"{where}: unknown key (allowed here: {allowed})"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    if kind == "literal_error":
+        return f"{where}: {error['msg'].lower()}, got {error.get('input')!r}"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    if "input" in error and kind not in ("value_error",):
+        return f"{where}: {message}, got {error['input']!r}"
+    return f"{where}: {message}"
+
+
+def parse_config(
+    data: Any,
+    *,
+    origin: str,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    check_credentials: bool = True,
+) -> HealthpipeConfig:
+    """Validate an already-parsed YAML document. Paths resolve from ``base_dir``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{origin}: expected a mapping of keys at the top level")
+    model_fields = {
+        "": list(HealthpipeConfig.model_fields.keys() - {"config_path"}),
+        "sources": list(SourceConfig.model_fields),
+    }
+    try:
+        config = HealthpipeConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = [_describe(error, model_fields) for error in exc.errors()]
+        raise ConfigError(f"{origin}: " + f"\n{origin}: ".join(lines)) from None
+
+    resolved_sources = [
+        source.model_copy(update={"path": _resolve(base_dir, source.path)})
+        if source.path is not None
+        else source
+        for source in config.sources
+    ]
+    config = config.model_copy(
+        update={
+            "sources": resolved_sources,
+            "indicator_paths": [_resolve(base_dir, p) for p in config.indicator_paths],
+            "state_dir": _resolve(base_dir, config.state_dir),
+            "warehouse": _resolve_warehouse_url(config.warehouse, base_dir),
+            "config_path": Path(origin) if origin.endswith((".yml", ".yaml")) else None,
+        }
+    )
+    environment = os.environ if env is None else env
+    override = environment.get(WAREHOUSE_ENV)
+    if override:
+        config = config.model_copy(
+            update={"warehouse": _resolve_warehouse_url(override, Path.cwd())}
+        )
+    if check_credentials:
+        missing = [
+            f"{origin}: sources[{index}].{key}: environment variable {name} is not set"
+            for index, source in enumerate(config.sources)
+            if source.enabled
+            for key, name in source.credential_env_names().items()
+            if not environment.get(name)
+        ]
+        if missing:
+            raise ConfigError("\n".join(missing))
+    return config
+
+
+def _resolve(base_dir: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _resolve_warehouse_url(url: str, base_dir: Path) -> str:
+    """Relative DuckDB files resolve from ``base_dir`` (SQLAlchemy's form: three slashes
+    then a relative path, four slashes then an absolute one)."""
+    prefix = "duckdb:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        relative = url[len(prefix) :]
+        if relative and relative != ":memory:":
+            return prefix + str((base_dir / relative).resolve())
+    return url
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    check_credentials: bool = True,
+) -> HealthpipeConfig:
+    """Load ``healthpipe.yml`` (or ``$HEALTHPIPE_CONFIG``, or the given file)."""
+    environment = os.environ if env is None else env
+    config_path = Path(path or environment.get(CONFIG_ENV) or "healthpipe.yml")
+    origin = str(config_path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{origin}: config file not found (pass --config FILE or set {CONFIG_ENV})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{origin}: cannot read the config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{origin}: not valid YAML{where}: {problem}") from None
+    return parse_config(
+        data,
+        origin=origin,
+        base_dir=config_path.resolve().parent,
+        env=environment,
+        check_credentials=check_credentials,
+    )

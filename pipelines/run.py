@@ -1,0 +1,211 @@
+"""The pipeline's steps as plain functions: the CLI and the Airflow DAGs call these.
+
+``ingest_source`` (extract, land, validate one source), ``publish_indicator_definitions``,
+``transform`` (dbt build) and ``run_pipeline`` (all of them, in order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipelines.audit import (
+    finish_step,
+    first_line,
+    load_cursor,
+    new_run_id,
+    record_step,
+    save_cursor,
+    start_step,
+    utc_now,
+)
+from pipelines.config import HealthpipeConfig, SourceConfig
+from pipelines.indicators import (
+    check_operands,
+    known_data_elements,
+    load_indicators,
+    publish_indicators,
+)
+from pipelines.land import land_records
+from pipelines.sources import adapter_for
+from pipelines.tables import raw_table
+from pipelines.transform import DbtOutcome, run_dbt
+from pipelines.validate import validate_pending
+from pipelines.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+PageCallback = Callable[[str, str, int], None]
+"""Called after each landed page with (source name, entity, records received)."""
+
+
+@dataclass
+class EntityCounts:
+    received: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    validated: int = 0
+
+
+@dataclass
+class SourceSummary:
+    source: str
+    pages: int = 0
+    entities: dict[str, EntityCounts] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    sources: list[SourceSummary] = field(default_factory=list)
+    dbt: DbtOutcome | None = None
+
+
+def open_warehouse(config: HealthpipeConfig) -> Warehouse:
+    """Open the configured warehouse and make sure its schemas and tables exist."""
+    warehouse = Warehouse.open(config.warehouse)
+    warehouse.ensure_schemas()
+    return warehouse
+
+
+def ingest_source(
+    warehouse: Warehouse,
+    source: SourceConfig,
+    *,
+    run_id: str,
+    full_refresh: bool = False,
+    on_page: PageCallback | None = None,
+) -> SourceSummary:
+    """Extract one source page by page; land and validate each page before the next.
+
+    The cursor is saved in the same transaction as the page it belongs to, so it is never
+    ahead of committed data; ``full_refresh`` ignores the saved cursor.
+    """
+    adapter = adapter_for(source.type)
+    cursor = None if full_refresh else load_cursor(warehouse, source.name, adapter.cursor_entity)
+    summary = SourceSummary(source=source.name)
+    for number, page in enumerate(adapter.pages(source, cursor), start=1):
+        table = raw_table(source.type, page.entity)
+        batch_id = f"{run_id}:{source.name}:{number}"
+        counts = summary.entities.setdefault(page.entity, EntityCounts())
+        with record_step(
+            warehouse, run_id, "land", source=source.name, entity=page.entity, batch_id=batch_id
+        ) as step:
+            now = utc_now()
+            with warehouse.transaction():
+                landed = land_records(
+                    warehouse,
+                    table,
+                    source.name,
+                    page.records,
+                    run_id=run_id,
+                    batch_id=batch_id,
+                    extracted_at=now,
+                    now=now,
+                )
+                save_cursor(warehouse, source.name, adapter.cursor_entity, page.cursor, run_id)
+            step.rows_in, step.rows_out = landed.received, landed.landed
+            step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
+            step.message = page.origin
+        with record_step(
+            warehouse, run_id, "validate", source=source.name, entity=page.entity, batch_id=batch_id
+        ) as step:
+            references = adapter.references(warehouse, source.name, page.entity)
+            outcome = validate_pending(
+                warehouse,
+                table,
+                source.name,
+                references=references,
+                enrich=lambda frame, e=page.entity, r=references: adapter.enrich(e, frame, r),
+                run_id=run_id,
+                batch_id=batch_id,
+                now=utc_now(),
+            )
+            step.rows_in, step.rows_out = outcome.validated, outcome.valid
+            step.rows_quarantined = outcome.quarantined
+        summary.pages += 1
+        counts.received += landed.received
+        counts.inserted += landed.inserted
+        counts.updated += landed.updated
+        counts.unchanged += landed.unchanged
+        counts.duplicates += landed.duplicates
+        counts.quarantined += landed.quarantined + outcome.quarantined
+        counts.validated += outcome.validated
+        if on_page is not None:
+            on_page(source.name, page.entity, landed.received)
+    return summary
+
+
+def publish_indicator_definitions(warehouse: Warehouse, config: HealthpipeConfig) -> int:
+    """Compile the indicator YAML files and store them for the dbt models; returns how many
+    indicators can be computed from the data elements the warehouse holds."""
+    indicators = check_operands(
+        load_indicators(config.indicator_paths), known_data_elements(warehouse)
+    )
+    publish_indicators(warehouse, indicators)
+    return sum(1 for i in indicators if i.is_computable)
+
+
+def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> DbtOutcome:
+    """``dbt build`` on the configured warehouse, recorded in ``audit.pipeline_runs``.
+
+    DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
+    """
+    warehouse = open_warehouse(config)
+    try:
+        step = start_step(warehouse, run_id, "transform")
+        dbt_env = warehouse.dbt_env()
+    finally:
+        warehouse.close()
+    status = "failed"
+    try:
+        outcome = run_dbt(["build"], dbt_env=dbt_env, state_dir=config.state_dir, quiet=quiet)
+        step.rows_out = outcome.succeeded
+        status = "success"
+        return outcome
+    except BaseException as exc:
+        step.message = first_line(exc)
+        raise
+    finally:
+        with Warehouse.open(config.warehouse) as warehouse:
+            finish_step(warehouse, step, status)
+
+
+def selected_sources(config: HealthpipeConfig, names: Sequence[str] | None) -> list[SourceConfig]:
+    if names:
+        return [config.source(name) for name in names]
+    return [source for source in config.sources if source.enabled]
+
+
+def run_pipeline(
+    config: HealthpipeConfig,
+    *,
+    source_names: Sequence[str] | None = None,
+    full_refresh: bool = False,
+    run_id: str | None = None,
+    on_page: PageCallback | None = None,
+    quiet_dbt: bool = True,
+) -> RunSummary:
+    """Extract, land and validate every selected source, then publish indicator
+    definitions and build the warehouse models."""
+    summary = RunSummary(run_id=run_id or new_run_id())
+    sources = selected_sources(config, source_names)
+    with open_warehouse(config) as warehouse:
+        for source in sources:
+            summary.sources.append(
+                ingest_source(
+                    warehouse,
+                    source,
+                    run_id=summary.run_id,
+                    full_refresh=full_refresh,
+                    on_page=on_page,
+                )
+            )
+        with record_step(warehouse, summary.run_id, "indicators") as step:
+            step.rows_out = publish_indicator_definitions(warehouse, config)
+    summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+    return summary

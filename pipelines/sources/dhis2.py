@@ -1,0 +1,83 @@
+"""DHIS2 sources: metadata and data values, validated against the source's own metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pandas as pd
+
+from connectors import dhis2 as dhis2_connector
+from connectors.base import Cursor, Page
+from pipelines.config import SourceConfig
+from pipelines.errors import HealthpipeError
+from pipelines.periods import period_type_of
+from pipelines.warehouse import Warehouse
+
+NUMERIC_VALUE_TYPES = (
+    "NUMBER",
+    "INTEGER",
+    "INTEGER_POSITIVE",
+    "INTEGER_NEGATIVE",
+    "INTEGER_ZERO_OR_POSITIVE",
+    "PERCENTAGE",
+    "UNIT_INTERVAL",
+)
+
+
+class Dhis2Adapter:
+    source_type = "dhis2"
+    cursor_entity = "files"
+
+    def pages(self, source: SourceConfig, cursor: Cursor | None) -> Iterator[Page]:
+        if source.path is None:
+            raise HealthpipeError(
+                f"source {source.name}: reading DHIS2 over HTTP (base_url) is not built yet; "
+                "give `path:` a folder of Web API JSON exports"
+            )
+        return dhis2_connector.read_payload_folder(
+            source.path, cursor, source_name=source.name, page_size=source.page_size
+        )
+
+    def references(self, warehouse: Warehouse, source_name: str, entity: str) -> Mapping[str, Any]:
+        if entity != "data_values":
+            return {}
+
+        def ids(table: str) -> list[str]:
+            rows = warehouse.fetchall(
+                f"select id from raw.dhis2__{table} where source_name = $source "
+                "and validation_status = 'valid' and not is_deleted",
+                {"source": source_name},
+            )
+            return sorted(row[0] for row in rows)
+
+        combos = set(ids("category_option_combos"))
+        combos.add(dhis2_connector.DEFAULT_CATEGORY_OPTION_COMBO)
+        return {
+            "org_units": ids("organisation_units"),
+            "data_elements": ids("data_elements"),
+            "category_option_combos": sorted(combos),
+            "numeric_value_types": list(NUMERIC_VALUE_TYPES),
+            "value_type_of": dict(
+                warehouse.fetchall(
+                    "select id, value_type from raw.dhis2__data_elements "
+                    "where source_name = $source and validation_status = 'valid'",
+                    {"source": source_name},
+                )
+            ),
+        }
+
+    def enrich(
+        self, entity: str, frame: pd.DataFrame, references: Mapping[str, Any]
+    ) -> pd.DataFrame:
+        """Data values get their period's type (None when the period does not parse) and
+        their data element's value type, so the suite can check both."""
+        if entity != "data_values":
+            return frame
+        enriched = frame.copy()
+        periods = enriched["period"].astype(object)
+        types = {p: period_type_of(p) for p in periods.dropna().unique()}
+        enriched["period_type"] = periods.map(types).astype(object)
+        value_types = references.get("value_type_of", {})
+        enriched["value_type"] = enriched["data_element"].astype(object).map(value_types)
+        return enriched

@@ -1,0 +1,236 @@
+"""The tables healthpipe's Python side owns: ``raw.*`` landing tables and ``audit.*``.
+
+dbt owns ``staging``, ``intermediate`` and ``marts``; the tables here exist before dbt runs
+(created by :meth:`pipelines.warehouse.Warehouse.ensure_schemas`) so staging models can
+always select from them, even for a source type a deployment does not use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMAS = ("raw", "audit", "staging", "intermediate", "marts")
+
+# Columns every raw table carries after its entity's own columns.
+RAW_META_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("source_name", "text not null"),
+    ("extras", "text"),
+    ("is_deleted", "boolean not null"),
+    ("record_hash", "text not null"),
+    ("batch_id", "text not null"),
+    ("extracted_at", "timestamp not null"),
+    ("landed_at", "timestamp not null"),
+    ("validation_status", "text not null"),
+    ("validated_at", "timestamp"),
+)
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A landing table for one entity of one source type, e.g. ``raw.dhis2__data_values``."""
+
+    source_type: str
+    entity: str
+    columns: tuple[tuple[str, str], ...]
+    """The entity's own columns (name, SQL type), as the connector names them."""
+    key: tuple[str, ...]
+    """The natural key within a source; ``source_name`` is prepended to it."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.source_type}__{self.entity}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"raw.{self.name}"
+
+    @property
+    def entity_columns(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    @property
+    def full_key(self) -> tuple[str, ...]:
+        return ("source_name", *self.key)
+
+    def ddl(self) -> str:
+        columns = [*self.columns, *RAW_META_COLUMNS]
+        lines = [f"    {name} {sql_type}" for name, sql_type in columns]
+        lines.append(f"    primary key ({', '.join(self.full_key)})")
+        return f"create table if not exists {self.qualified_name} (\n" + ",\n".join(lines) + "\n)"
+
+
+def _text_columns(*names: str) -> tuple[tuple[str, str], ...]:
+    return tuple((name, "text") for name in names)
+
+
+RAW_TABLES: dict[tuple[str, str], RawTable] = {
+    (table.source_type, table.entity): table
+    for table in (
+        RawTable(
+            "dhis2",
+            "organisation_units",
+            _text_columns(
+                "id",
+                "code",
+                "name",
+                "short_name",
+                "level",
+                "path",
+                "parent_id",
+                "opening_date",
+                "closed_date",
+                "geometry",
+                "group_ids",
+                "last_updated",
+            ),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "data_elements",
+            _text_columns(
+                "id",
+                "code",
+                "name",
+                "short_name",
+                "value_type",
+                "aggregation_type",
+                "domain_type",
+                "category_combo_id",
+                "last_updated",
+            ),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "category_option_combos",
+            _text_columns("id", "code", "name", "category_combo_id", "last_updated"),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "data_values",
+            (
+                *_text_columns(
+                    "data_element",
+                    "period",
+                    "org_unit",
+                    "category_option_combo",
+                    "attribute_option_combo",
+                    "value",
+                    "stored_by",
+                    "created",
+                    "last_updated",
+                    "comment",
+                ),
+                ("followup", "boolean"),
+                ("data_set", "text"),
+            ),
+            key=(
+                "data_element",
+                "period",
+                "org_unit",
+                "category_option_combo",
+                "attribute_option_combo",
+            ),
+        ),
+    )
+}
+
+
+def raw_table(source_type: str, entity: str) -> RawTable:
+    try:
+        return RAW_TABLES[(source_type, entity)]
+    except KeyError:
+        known = ", ".join(sorted(f"{t}.{e}" for t, e in RAW_TABLES))
+        raise KeyError(f"no raw table for {source_type}.{entity} (known: {known})") from None
+
+
+AUDIT_DDL: tuple[str, ...] = (
+    """create table if not exists audit.pipeline_runs (
+    step_id text primary key,
+    run_id text not null,
+    step text not null,
+    source text,
+    entity text,
+    batch_id text,
+    started_at timestamp not null,
+    finished_at timestamp,
+    status text not null,
+    rows_in bigint,
+    rows_out bigint,
+    rows_quarantined bigint,
+    rows_duplicate bigint,
+    message text
+)""",
+    """create table if not exists audit.source_state (
+    source_name text not null,
+    entity text not null,
+    cursor text not null,
+    run_id text not null,
+    updated_at timestamp not null,
+    primary key (source_name, entity)
+)""",
+    """create table if not exists audit.validation_results (
+    run_id text not null,
+    batch_id text not null,
+    source_name text not null,
+    raw_table text not null,
+    suite text not null,
+    expectation text not null,
+    rule text not null,
+    column_name text,
+    severity text not null,
+    success boolean not null,
+    element_count bigint,
+    unexpected_count bigint,
+    unexpected_percent double precision,
+    validated_at timestamp not null
+)""",
+    """create table if not exists audit.quarantine (
+    source_name text not null,
+    raw_table text not null,
+    record_key text not null,
+    record_hash text not null,
+    rule text not null,
+    field text,
+    severity text not null,
+    reason text not null,
+    record_json text not null,
+    run_id text not null,
+    batch_id text not null,
+    quarantined_at timestamp not null,
+    released_at timestamp,
+    primary key (source_name, raw_table, record_key, record_hash, rule)
+)""",
+)
+
+# Indicator definitions, compiled from the YAML files by pipelines.indicators and read by
+# dbt (source `healthpipe`). They live in raw because dbt does not produce them.
+DEFINITION_DDL: tuple[str, ...] = (
+    """create table if not exists raw.healthpipe__indicators (
+    indicator_id text primary key,
+    name text not null,
+    domain text not null,
+    description text,
+    numerator text not null,
+    denominator text not null,
+    numerator_sql text not null,
+    denominator_sql text not null,
+    factor double precision not null,
+    unit text,
+    target double precision,
+    direction text,
+    source_file text not null,
+    is_computable boolean not null,
+    problem text
+)""",
+    """create table if not exists raw.healthpipe__indicator_operands (
+    indicator_id text not null,
+    operand_alias text not null,
+    data_element_id text not null,
+    category_option_combo_id text,
+    attribute_option_combo_id text,
+    primary key (indicator_id, operand_alias)
+)""",
+)

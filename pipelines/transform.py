@@ -1,0 +1,112 @@
+"""Running the dbt project (``dbt build``) against the configured warehouse.
+
+dbt runs in-process through its programmatic runner, so dbt's start-up is paid once per
+run, not per model. ``profiles.yml`` reads the warehouse from environment variables that
+:meth:`pipelines.warehouse.Warehouse.dbt_env` derives from the one warehouse URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import TransformError
+from pipelines.paths import DBT_PROJECT_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DbtOutcome:
+    command: str
+    succeeded: int = 0
+    failed: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def run_dbt(
+    args: Sequence[str],
+    *,
+    dbt_env: Mapping[str, str],
+    state_dir: Path,
+    quiet: bool = True,
+) -> DbtOutcome:
+    """Invoke dbt with ``args`` (for example ``["build"]``) and report per-node results.
+
+    Target and log folders live under ``state_dir/dbt/<target>`` so runs against different
+    warehouses never share dbt's partial-parse state.
+    """
+    from dbt.cli.main import dbtRunner
+
+    target = dbt_env.get("HEALTHPIPE_DBT_TARGET", "duckdb")
+    work = state_dir / "dbt" / target
+    work.mkdir(parents=True, exist_ok=True)
+    command = [
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(work / "target"),
+        "--log-path",
+        str(work / "logs"),
+    ]
+    if quiet:
+        command.insert(0, "--quiet")
+    env = {**dbt_env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    log.info("dbt %s on %s", " ".join(args), target)
+    with _environment(env):
+        result = dbtRunner().invoke(command)
+    outcome = DbtOutcome(command=" ".join(args))
+    for node in _node_results(result.result):
+        status = str(getattr(node, "status", "")).lower()
+        name = getattr(getattr(node, "node", None), "unique_id", "?")
+        if status in ("success", "pass"):
+            outcome.succeeded += 1
+        elif status == "warn":
+            outcome.warned.append(name)
+        elif status == "skipped":
+            outcome.skipped += 1
+        else:
+            message = (getattr(node, "message", "") or "").strip().splitlines()
+            outcome.failed.append(f"{name}: {message[0] if message else status}")
+    if not result.success or outcome.failed:
+        first = outcome.failed[0] if outcome.failed else _first_line(result.exception)
+        more = f" (and {len(outcome.failed) - 1} more)" if len(outcome.failed) > 1 else ""
+        raise TransformError(
+            f"dbt {' '.join(args)} failed on {target}: {first}{more}; "
+            f"full log: {work / 'logs' / 'dbt.log'}"
+        )
+    return outcome
+
+
+def _node_results(result: Any) -> list[Any]:
+    return list(getattr(result, "results", None) or [])
+
+
+def _first_line(exception: BaseException | None) -> str:
+    if exception is None:
+        return "no result"
+    text = str(exception).strip()
+    return text.splitlines()[0] if text else type(exception).__name__
