@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HealthpipeError, SourceError) as exc:
         if args.verbose:
             errors.print_exception()
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         errors.print("interrupted")

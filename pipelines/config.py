@@ -137,12 +137,15 @@ def parse_config(
     base_dir: Path,
     env: Mapping[str, str] | None = None,
     check_credentials: bool = True,
+    config_path: Path | None = None,
 ) -> HealthpipeConfig:
     """Validate an already-parsed YAML document. Paths resolve from ``base_dir``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: expected a mapping of keys at the top level")
+    if "config_path" in data:
+        raise ConfigError(f"{origin}: config_path: unknown key")
     model_fields = {
-        "": list(HealthpipeConfig.model_fields.keys() - {"config_path"}),
+        "": sorted(HealthpipeConfig.model_fields.keys() - {"config_path"}),
         "sources": list(SourceConfig.model_fields),
     }
     try:
@@ -163,7 +166,7 @@ def parse_config(
             "indicator_paths": [_resolve(base_dir, p) for p in config.indicator_paths],
             "state_dir": _resolve(base_dir, config.state_dir),
             "warehouse": _resolve_warehouse_url(config.warehouse, base_dir),
-            "config_path": Path(origin) if origin.endswith((".yml", ".yaml")) else None,
+            "config_path": config_path,
         }
     )
     environment = os.environ if env is None else env
@@ -231,4 +234,5 @@ def load_config(
         base_dir=config_path.resolve().parent,
         env=environment,
         check_credentials=check_credentials,
+        config_path=config_path,
     )

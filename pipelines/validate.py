@@ -228,7 +228,7 @@ def validate_pending(
         for index in unexpected:
             failing.setdefault(index, []).append(item)
 
-    records = frame.to_dict("records")
+    records = frame_for_gx.to_dict("records")
     quarantined: list[QuarantinedRecord] = []
     entity_columns = [*table.entity_columns, "extras", "is_deleted"]
     for index, items in failing.items():

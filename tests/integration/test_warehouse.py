@@ -1,0 +1,77 @@
+"""The warehouse module on real DuckDB and PostgreSQL: schemas, bulk loads, transactions."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from pipelines.errors import WarehouseError
+from pipelines.warehouse import Warehouse, parse_warehouse_url
+
+
+def test_creates_the_five_schemas_and_audit_tables(warehouse_url: str) -> None:
+    with Warehouse.open(warehouse_url) as warehouse:
+        warehouse.ensure_schemas()
+        warehouse.ensure_schemas()  # idempotent
+        schemas = {
+            row[0]
+            for row in warehouse.fetchall("select schema_name from information_schema.schemata")
+        }
+        assert {"raw", "audit", "staging", "intermediate", "marts"} <= schemas
+        for table in ("pipeline_runs", "source_state", "validation_results", "quarantine"):
+            assert warehouse.table_exists("audit", table), table
+        assert warehouse.table_exists("raw", "dhis2__data_values")
+
+
+def test_bulk_load_keeps_nulls_empty_strings_and_awkward_text(warehouse_url: str) -> None:
+    awkward = ["plain", "", None, 'comma, "quote"\nnewline', "percent % and $name", "ünïcode"]
+    with Warehouse.open(warehouse_url) as warehouse:
+        warehouse.execute(
+            "create table t (id bigint, label text, flag boolean, x double precision)"
+        )
+        data = pa.table(
+            {
+                "id": pa.array(range(len(awkward)), pa.int64()),
+                "label": pa.array(awkward, pa.string()),
+                "flag": pa.array([True, False, None, True, False, True]),
+                "x": pa.array([1.5, None, 0.0, -2.25, 1e300, 3.0]),
+            }
+        )
+        assert warehouse.load_arrow("t", data) == len(awkward)
+        rows = warehouse.fetchall("select label, flag, x from t order by id")
+        assert [r[0] for r in rows] == awkward
+        assert [r[1] for r in rows] == [True, False, None, True, False, True]
+        assert [r[2] for r in rows] == [1.5, None, 0.0, -2.25, 1e300, 3.0]
+
+
+def test_a_failed_transaction_leaves_nothing(warehouse_url: str) -> None:
+    with Warehouse.open(warehouse_url) as warehouse:
+        warehouse.execute("create table t (id bigint primary key)")
+        with pytest.raises(RuntimeError), warehouse.transaction():
+            warehouse.execute("insert into t values (1)")
+            raise RuntimeError("boom")
+        assert warehouse.row_count("t") == 0
+        with warehouse.transaction():
+            warehouse.execute("insert into t values ($id)", {"id": 2})
+        assert warehouse.fetchall("select id from t") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://x@y/z", "duckdb:///", "postgresql://user@host:5432/", "warehouse.duckdb"],
+)
+def test_bad_urls_say_what_is_expected(url: str) -> None:
+    with pytest.raises(WarehouseError) as error:
+        parse_warehouse_url(url)
+    assert url in str(error.value)
+
+
+def test_postgres_url_parts_and_redaction() -> None:
+    location = parse_warehouse_url("postgresql+psycopg://hp:s3cret@db.example:6543/warehouse")
+    assert (location.host, location.port, location.user, location.dbname) == (
+        "db.example",
+        6543,
+        "hp",
+        "warehouse",
+    )
+    assert "s3cret" not in location.redacted()
