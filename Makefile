@@ -49,7 +49,7 @@ lock: $(STAMP) ## re-resolve constraints.txt from pyproject.toml
 	@rm -f constraints.body
 
 bench: $(STAMP) ## run the benchmark harness and record results under benchmarks/results/
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run --scale $(or $(SCALE),S)
 
 clean: ## remove the run-time state (var/, dbt target) but keep .venv
 	rm -rf var target logs site
