@@ -67,7 +67,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(
         "Query it: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
         f"{_duckdb_path(result.config.warehouse)}', read_only=True).sql("
-        "'select * from marts.indicator_values limit 10'))\""
+        "'select * from marts.indicator_values limit 10'))\"",
+        soft_wrap=True,
     )
     console.print(f"Done in {time.monotonic() - started:.1f} s (run {result.run.run_id}).")
     return 0
