@@ -90,35 +90,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_page=_page_printer,
     )
     table = Table(title=f"Run {summary.run_id}")
-    for column in (
-        "source",
-        "entity",
-        "received",
-        "new",
-        "changed",
-        "unchanged",
-        "duplicates",
-        "quarantined",
-    ):
+    headers = ("source", "entity", "received", "new", "changed", "same", "dupl.", "quarant.")
+    for column in headers:
         table.add_column(column, justify="left" if column in ("source", "entity") else "right")
     for source in summary.sources:
         for entity, counts in source.entities.items():
-            table.add_row(
-                source.source,
-                entity,
-                *(
-                    f"{n:,}"
-                    for n in (
-                        counts.received,
-                        counts.inserted,
-                        counts.updated,
-                        counts.unchanged,
-                        counts.duplicates,
-                        counts.quarantined,
-                    )
-                ),
+            numbers = (
+                counts.received,
+                counts.inserted,
+                counts.updated,
+                counts.unchanged,
+                counts.duplicates,
+                counts.quarantined,
             )
-    console.print(table)
+            table.add_row(source.source, entity, *(f"{n:,}" for n in numbers))
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(f"Run {summary.run_id}: no new or changed source files since the last run")
     if summary.dbt is not None:
         console.print(f"dbt build: {summary.dbt.succeeded} nodes passed")
     return 0
