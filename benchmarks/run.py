@@ -29,10 +29,10 @@ from pipelines.simulate import build_country, write_dhis2_payloads
 from pipelines.warehouse import Warehouse
 
 HERE = Path(__file__).resolve().parent
-# Scale -> country shape (regions, districts per region, facilities per district).
-SCALES: dict[str, tuple[int, int, int]] = {
-    "S": (2, 2, 3),
-    "S2": (4, 5, 15),
+# Scale -> country shape (districts, regions, facilities per district as a range).
+SCALES: dict[str, tuple[int, int, tuple[int, int]]] = {
+    "S": (4, 2, (3, 3)),
+    "S2": (20, 4, (10, 20)),
 }
 
 
@@ -51,12 +51,10 @@ def machine() -> dict[str, Any]:
 
 
 def one_run(scale: str, workdir: Path) -> dict[str, Any]:
-    regions, districts, facilities = SCALES[scale]
+    districts, regions, facilities = SCALES[scale]
     started = time.perf_counter()
     files = write_dhis2_payloads(
-        build_country(
-            7, regions=regions, districts_per_region=districts, facilities_per_district=facilities
-        ),
+        build_country(7, districts=districts, regions=regions, facilities_per_district=facilities),
         workdir / "dhis2",
     )
     simulate_seconds = time.perf_counter() - started

@@ -13,8 +13,16 @@ import pytest
 
 from pipelines.config import HealthpipeConfig, parse_config
 from pipelines.simulate import build_country, write_dhis2_payloads
+from pipelines.simulate.country import Country
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
+
+
+def small_country() -> Country:
+    """Four districts of three facilities: big enough for every level, fast to run."""
+    return build_country(7, districts=4, regions=2, facilities_per_district=(3, 3))
+
+
 POSTGRES_URL_ENV = "HEALTHPIPE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -82,7 +90,7 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def demo_country(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo country's DHIS2 payloads (seed 7), written once per session."""
     folder = tmp_path_factory.mktemp("country") / "dhis2"
-    write_dhis2_payloads(build_country(7), folder, year=2025)
+    write_dhis2_payloads(small_country(), folder, year=2025)
     return folder
 
 

@@ -40,8 +40,8 @@ def organisation_units_payload(country: Country) -> dict[str, Any]:
             "path": ou.path,
             "openingDate": "1990-01-01T00:00:00.000",
         }
-        if ou.parent is not None:
-            entry["parent"] = {"id": ou.parent.uid}
+        if ou.parent_uid is not None:
+            entry["parent"] = {"id": ou.parent_uid}
         units.append(entry)
     return {"organisationUnits": units}
 
