@@ -25,7 +25,7 @@ from typing import Any
 
 from pipelines.config import parse_config
 from pipelines.run import run_pipeline
-from pipelines.simulate import build_country, write_dhis2_payloads
+from pipelines.simulate import build_country, simulate
 from pipelines.warehouse import Warehouse
 
 HERE = Path(__file__).resolve().parent
@@ -53,10 +53,10 @@ def machine() -> dict[str, Any]:
 def one_run(scale: str, workdir: Path) -> dict[str, Any]:
     districts, regions, facilities = SCALES[scale]
     started = time.perf_counter()
-    files = write_dhis2_payloads(
-        build_country(7, districts=districts, regions=regions, facilities_per_district=facilities),
-        workdir / "dhis2",
+    country = build_country(
+        7, districts=districts, regions=regions, facilities_per_district=facilities
     )
+    simulated = simulate(workdir, country=country, sources=["dhis2"])
     simulate_seconds = time.perf_counter() - started
     config = parse_config(
         {
@@ -81,13 +81,15 @@ def one_run(scale: str, workdir: Path) -> dict[str, Any]:
         )
         indicator_rows = warehouse.row_count("marts.indicator_values")
     values = sum(c.received for s in summary.sources for c in s.entities.values())
-    data_values = json.loads(files["data_values"].read_text())["dataValues"]
+    data_values = sum(
+        count for what, count in simulated.counts["dhis2"].items() if what.startswith("data_values")
+    )
     return {
         "simulate_s": simulate_seconds,
         "total_s": total,
         "stages_s": {k: float(v) for k, v in stages.items()},
         "records": values,
-        "data_values": len(data_values),
+        "data_values": data_values,
         "indicator_values_rows": indicator_rows,
     }
 

@@ -35,6 +35,30 @@ ENTITY_OF_COLLECTION: dict[str, str] = {
 }
 ENTITIES: tuple[str, ...] = tuple(ENTITY_OF_COLLECTION.values())
 
+# Web API collections this reader recognises but does not land (yet): a file holding only
+# these is skipped rather than rejected, since a metadata export legitimately contains them.
+RECOGNISED_COLLECTIONS = frozenset(
+    {
+        "categories",
+        "categoryCombos",
+        "categoryOptions",
+        "completeDataSetRegistrations",
+        "dataElementGroups",
+        "dataSets",
+        "indicatorGroups",
+        "indicatorTypes",
+        "indicators",
+        "legendSets",
+        "optionSets",
+        "options",
+        "organisationUnitGroupSets",
+        "organisationUnitGroups",
+        "organisationUnitLevels",
+        "validationRuleGroups",
+        "validationRules",
+    }
+)
+
 _ORG_UNIT_FIELDS = {
     "id": "id",
     "code": "code",
@@ -228,6 +252,8 @@ def parse_document(document: Any, origin: str) -> dict[str, list[Record]]:
             found[ENTITY_OF_COLLECTION[collection]] = parser(items, origin)
     if "dataValues" in document:
         found["data_values"] = parse_data_value_set(document, origin)
+    if not found and RECOGNISED_COLLECTIONS & set(document):
+        return {}
     if not found:
         keys = ", ".join(sorted(document)) or "none"
         expected = ", ".join(ENTITY_OF_COLLECTION)
@@ -286,26 +312,44 @@ def read_payload_folder(
         if seen.get(relative) != fingerprint:
             changed.append((relative, path, fingerprint))
 
-    parsed: list[tuple[str, str, dict[str, list[Record]]]] = []
+    # Metadata first, from every changed file, so values are validated against the metadata
+    # of the same run; data value files are then read one at a time (memory stays bounded by
+    # the largest file, not the whole drop).
+    metadata: list[tuple[str, str, dict[str, list[Record]]]] = []
+    value_files: list[tuple[str, Path, str]] = []
     for relative, path, fingerprint in changed:
         origin = f"{source_name}: {path}"
-        parsed.append((relative, fingerprint, parse_document(load_json(path, origin), origin)))
+        entities = parse_document(load_json(path, origin), origin)
+        if "data_values" in entities:
+            value_files.append((relative, path, fingerprint))
+            del entities["data_values"]
+        metadata.append((relative, fingerprint, entities))
+
+    def pages(
+        relative: str, entity: str, records: list[Record], done: str | None
+    ) -> Iterator[Page]:
+        chunks = [records[i : i + page_size] for i in range(0, len(records), page_size)] or [[]]
+        for number, chunk in enumerate(chunks, start=1):
+            if number == len(chunks) and done is not None:
+                seen[relative] = done
+            yield Page(entity, chunk, f"{folder / relative}", {"files": dict(seen)})
 
     # A file is done once its last entity's last page is committed.
-    remaining = {relative: len(entities) for relative, _, entities in parsed}
+    remaining = {relative: len(entities) for relative, _, entities in metadata}
+    for relative, _, _ in value_files:
+        remaining[relative] += 1
+    for relative, fingerprint, _ in metadata:
+        if remaining[relative] == 0:  # only collections this reader does not land
+            seen[relative] = fingerprint
     for entity in ENTITIES:
-        for relative, fingerprint, entities in parsed:
-            records = entities.get(entity)
-            if records is None:
-                continue
-            remaining[relative] -= 1
-            chunks = [records[i : i + page_size] for i in range(0, len(records), page_size)]
-            for number, chunk in enumerate(chunks or [[]], start=1):
-                if number == len(chunks or [[]]) and remaining[relative] == 0:
-                    seen[relative] = fingerprint
-                yield Page(
-                    entity=entity,
-                    records=chunk,
-                    origin=f"{folder / relative}",
-                    cursor={"files": dict(seen)},
-                )
+        if entity == "data_values":
+            continue
+        for relative, fingerprint, entities in metadata:
+            if entity in entities:
+                remaining[relative] -= 1
+                done = fingerprint if remaining[relative] == 0 else None
+                yield from pages(relative, entity, entities[entity], done)
+    for relative, path, fingerprint in value_files:
+        origin = f"{source_name}: {path}"
+        records = parse_document(load_json(path, origin), origin)["data_values"]
+        yield from pages(relative, "data_values", records, fingerprint)

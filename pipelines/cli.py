@@ -114,12 +114,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pipelines.simulate import build_country, write_dhis2_payloads
+    from pipelines.simulate import GENERATORS, simulate
 
-    out = Path(args.out)
-    files = write_dhis2_payloads(build_country(args.seed), out / "dhis2", year=args.year)
-    for entity, path in files.items():
-        console.print(f"{entity}: {path}")
+    started = time.monotonic()
+    sources = args.source or None
+    unknown = sorted(set(sources or []) - set(GENERATORS))
+    if unknown:
+        raise HealthpipeError(
+            f"--source {', '.join(unknown)}: unknown (available: {', '.join(GENERATORS)})"
+        )
+    result = simulate(
+        Path(args.out),
+        seed=args.seed,
+        districts=args.districts,
+        weeks=args.weeks,
+        end_week=args.end_week,
+        sources=sources,
+    )
+    table = Table(title=f"Simulated {result.simulation.country.name} (seed {args.seed})")
+    table.add_column("source")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for source, counts in result.counts.items():
+        for what, count in counts.items():
+            table.add_row(source, what, f"{count:,}")
+    console.print(table)
+    truth = result.simulation.truth
+    console.print(
+        f"truth.json: {len(truth.outbreaks)} outbreaks, {len(truth.stockouts)} stockouts, "
+        f"{len(truth.defects)} injected defects"
+    )
+    console.print(f"Written to {result.out_dir} in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -155,11 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
-    simulate = commands.add_parser("simulate", help="write a simulated country's source data")
+    simulate = commands.add_parser(
+        "simulate",
+        help="write a simulated country's source data in the sources' own formats, plus truth.json",
+    )
     simulate.add_argument("--out", required=True, help="output folder")
     simulate.add_argument("--seed", type=int, default=7, help="simulation seed (default: 7)")
     simulate.add_argument(
-        "--year", type=int, default=2025, help="year of monthly data (default: 2025)"
+        "--districts", type=int, default=20, help="districts (about 15 facilities each; default 20)"
+    )
+    simulate.add_argument(
+        "--weeks", type=int, default=156, help="weeks of history (default: 156, three years)"
+    )
+    simulate.add_argument(
+        "--end-week", default="2026W5", help="last ISO week simulated (default: 2026W5)"
+    )
+    simulate.add_argument(
+        "--source", action="append", metavar="NAME", help="only this source (repeatable)"
     )
     simulate.set_defaults(handler=cmd_simulate)
     return parser

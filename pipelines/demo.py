@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelines.config import HealthpipeConfig, parse_config
 from pipelines.run import PageCallback, RunSummary, run_pipeline
-from pipelines.simulate import build_country, write_dhis2_payloads
+from pipelines.simulate import simulate
 from pipelines.warehouse import Warehouse
 
 DEMO_SOURCE = "demo_hmis"
@@ -43,7 +43,7 @@ def run_demo(
     workdir: Path = Path("var"), *, seed: int = 7, on_page: PageCallback | None = None
 ) -> DemoResult:
     country_dir = workdir / "demo-country"
-    write_dhis2_payloads(build_country(seed), country_dir / "dhis2", year=DEMO_YEAR)
+    simulate(country_dir, seed=seed, sources=["dhis2"])
     config = demo_config(workdir, country_dir)
     summary = run_pipeline(config, on_page=on_page)
     with Warehouse.open(config.warehouse) as warehouse:

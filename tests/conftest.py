@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipelines.config import HealthpipeConfig, parse_config
-from pipelines.simulate import build_country, write_dhis2_payloads
+from pipelines.simulate import build_country, simulate
 from pipelines.simulate.country import Country
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -86,12 +86,16 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+SMALL_WINDOW_WEEKS = 60
+"""Weeks ending 2026W5: every month of 2025 is in the window."""
+
+
 @pytest.fixture(scope="session")
 def demo_country(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo country's DHIS2 payloads (seed 7), written once per session."""
-    folder = tmp_path_factory.mktemp("country") / "dhis2"
-    write_dhis2_payloads(small_country(), folder, year=2025)
-    return folder
+    """A small simulated country's DHIS2 payloads (seed 7), written once per session."""
+    root = tmp_path_factory.mktemp("country")
+    simulate(root, country=small_country(), weeks=SMALL_WINDOW_WEEKS, sources=["dhis2"])
+    return root / "dhis2"
 
 
 def make_config(

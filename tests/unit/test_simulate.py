@@ -1,4 +1,4 @@
-"""The simulated country is deterministic and shaped like DHIS2's Web API payloads."""
+"""The simulated country is deterministic and its DHIS2 side is shaped like the Web API."""
 
 from __future__ import annotations
 
@@ -7,23 +7,43 @@ import re
 from pathlib import Path
 
 from connectors.dhis2 import load_json, parse_document
-from pipelines.simulate import build_country, write_dhis2_payloads
+from pipelines.periods import parse_period
+from pipelines.simulate import simulate
+from pipelines.simulate.catalogue import ALL_DATA_ELEMENTS, CATEGORY_COMBOS, DATA_SETS
+from tests.conftest import small_country
 
 UID = re.compile(r"^[A-Za-z][A-Za-z0-9]{10}$")
 
 
+def run(folder: Path, seed: int = 7, weeks: int = 30) -> Path:
+    simulate(folder, seed=seed, country=small_country(), weeks=weeks, sources=["dhis2"])
+    return folder
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
-    first = write_dhis2_payloads(build_country(7), tmp_path / "a")
-    second = write_dhis2_payloads(build_country(7), tmp_path / "b")
-    other = write_dhis2_payloads(build_country(8), tmp_path / "c")
-    for entity in first:
-        assert first[entity].read_bytes() == second[entity].read_bytes(), entity
-    assert first["data_values"].read_bytes() != other["data_values"].read_bytes()
+    first = files_of(run(tmp_path / "a"))
+    second = files_of(run(tmp_path / "b"))
+    assert first == second
+    assert "truth.json" in first and "dhis2/metadata/organisationUnits.json" in first
+    other = files_of(run(tmp_path / "c", seed=8))
+    assert (
+        other["dhis2/dataValueSets/idsr_weekly_2025.json"]
+        != first["dhis2/dataValueSets/idsr_weekly_2025.json"]
+    )
 
 
-def test_hierarchy_has_four_levels_with_paths(tmp_path: Path) -> None:
-    files = write_dhis2_payloads(build_country(7), tmp_path)
-    units = json.loads(files["organisation_units"].read_text())["organisationUnits"]
+def test_metadata_uids_and_hierarchy(tmp_path: Path) -> None:
+    folder = run(tmp_path)
+    metadata = folder / "dhis2" / "metadata"
+    units = json.loads((metadata / "organisationUnits.json").read_text())["organisationUnits"]
     by_id = {u["id"]: u for u in units}
     assert {u["level"] for u in units} == {1, 2, 3, 4}
     for unit in units:
@@ -32,10 +52,40 @@ def test_hierarchy_has_four_levels_with_paths(tmp_path: Path) -> None:
         assert parts[-1] == unit["id"] and len(parts) == unit["level"]
         if unit["level"] > 1:
             assert by_id[unit["parent"]["id"]]["path"] == "/" + "/".join(parts[:-1])
+        assert unit["geometry"]["type"] in ("Point", "Polygon", "MultiPolygon")
+    fixed_uids = [de.uid for de in ALL_DATA_ELEMENTS] + [ds.uid for ds in DATA_SETS]
+    fixed_uids += [uid for combo in CATEGORY_COMBOS for uid in (combo.uid, *combo.combo_uids)]
+    assert all(UID.match(uid) for uid in fixed_uids), [u for u in fixed_uids if not UID.match(u)]
+    combos = json.loads((metadata / "categoryOptionCombos.json").read_text())[
+        "categoryOptionCombos"
+    ]
+    assert "HllvX50cXC0" in {c["id"] for c in combos}
 
 
-def test_payloads_parse_with_the_connector(tmp_path: Path) -> None:
-    files = write_dhis2_payloads(build_country(7), tmp_path)
-    values = parse_document(load_json(files["data_values"], "x"), "x")["data_values"]
-    assert values and all(v["value"].isdigit() for v in values)
-    assert {v["period"] for v in values} == {f"2025{m:02d}" for m in range(1, 13)}
+def test_values_parse_and_periods_match_their_data_set(tmp_path: Path) -> None:
+    folder = run(tmp_path)
+    types = {"idsr_weekly": "Weekly", "hmis_monthly": "Monthly", "population_yearly": "Yearly"}
+    truth = json.loads((folder / "truth.json").read_text())
+    bad_periods = {
+        d["record"]["period"] for d in truth["defects"] if d["expected_rule"] == "period_valid"
+    }
+    for path in sorted((folder / "dhis2" / "dataValueSets").glob("*.json")):
+        values = parse_document(load_json(path, str(path)), str(path))["data_values"]
+        assert values
+        expected = next(t for prefix, t in types.items() if path.name.startswith(prefix))
+        for value in values:
+            if value["period"] in bad_periods:
+                continue
+            assert parse_period(value["period"]).period_type == expected, value
+
+
+def test_truth_records_outbreaks_and_defects(tmp_path: Path) -> None:
+    folder = run(tmp_path, weeks=60)
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["outbreaks"], "no outbreak injected"
+    for outbreak in truth["outbreaks"]:
+        assert outbreak["extra_cases"] == sum(outbreak["weekly_extra_cases"].values())
+        assert outbreak["k"] > 0 and outbreak["org_unit_level"] == 3
+    rules = {d["expected_rule"] for d in truth["defects"]}
+    assert {"org_unit_known", "data_element_known", "value_present", "period_valid",
+            "value_numeric", "natural_key_present", "duplicate"} <= rules  # fmt: skip
