@@ -313,12 +313,16 @@ def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _weekday(day: date, clock: _Clock) -> date:
-    """Clinics see patients Monday to Friday: move a weekend day to a weekday in the window."""
-    forward = day + timedelta(days=(7 - day.weekday()) % 7 if day.weekday() >= 5 else 0)
-    if forward <= clock.last_day:
-        return forward
-    return day - timedelta(days=day.weekday() - 4)
+def _weekday(rng: np.random.Generator, day: date, clock: _Clock) -> date:
+    """Clinics see patients Monday to Friday: a visit falling on a weekend moves to a day of
+    the next week (of the same week when that is past the window), so weekdays stay even."""
+    if day.weekday() < 5:
+        return day
+    monday = day - timedelta(days=day.weekday())
+    following = monday + timedelta(days=7 + int(rng.integers(0, 5)))
+    if following <= clock.last_day:
+        return following
+    return monday + timedelta(days=int(rng.integers(0, 5)))
 
 
 def _age(birth: date, day: date) -> float:
@@ -520,22 +524,22 @@ def _hiv_visit_days(rng: np.random.Generator, clock: _Clock, established: bool) 
         first = clock.day(rng, hi=min(clock.last_day, clock.first_day + timedelta(days=55)))
     else:
         first = clock.day(rng)
-    days = [_weekday(first, clock)]
+    days = [_weekday(rng, first, clock)]
     while rng.random() >= LOST_TO_FOLLOW_UP_PER_VISIT:
         monthly = not established and len(days) < 3
         gap = int(rng.integers(28, 36)) if monthly else int(rng.integers(84, 99))
         following = days[-1] + timedelta(days=gap)
         if following > clock.last_day:
             break
-        days.append(_weekday(following, clock))
+        days.append(_weekday(rng, following, clock))
     return sorted(set(days))
 
 
 def _outpatient_visit_days(rng: np.random.Generator, clock: _Clock) -> list[date]:
     first = clock.day(rng)
-    days = {_weekday(first, clock)}
+    days = {_weekday(rng, first, clock)}
     for _ in range(int(rng.poisson(EXTRA_EPISODES_A_YEAR * clock.years))):
-        days.add(_weekday(clock.day(rng, lo=first), clock))
+        days.add(_weekday(rng, clock.day(rng, lo=first), clock))
     return sorted(days)
 
 

@@ -92,8 +92,9 @@ acute malnutrition cases referred): integers (households, sessions, children); `
 Ground truth (``sim.truth``): every stockout episode (a run of consecutive months with
 ``stockout_days > 0`` for one facility and item, reported or not) as ``{facility_code, item,
 start_period, end_period, stockout_days}``; LMIS reports expected and received in
-``notes["tabular"]``; and the injected defects, each with ``record = {"file": <path relative to
-the output folder>, "row": <1-based data row; 0 means the header>}``: unknown facility code
+``notes["tabular"]``; and the injected defects, each with ``record = {"file": <the CSV's path
+relative to the output folder>, "row": <1-based data row; 0 means the header>}`` (the XLSX of
+the same name holds the same defect in the same row): unknown facility code
 (``unknown_code`` / ``org_unit_known``), empty required value (``missing_field`` /
 ``required_field_present``), negative count (``invalid_value`` / ``value_in_range``), exact
 duplicate row, the later copy (``duplicate`` / ``duplicate``), a comment that starts with
@@ -196,7 +197,7 @@ class DefectPlan:
 FORMULA_PAYLOADS = (
     '=HYPERLINK("http://example.invalid/report","click here")',
     "+SUM(1,1)",
-    "-2+3+cmd|' /C calc'!A0",
+    "-2+3",
     "@SUM(1,1)",
     "=1+1",
 )
@@ -904,7 +905,9 @@ def drift_lmis_schema(sim: Simulation, sheets: list[Sheet]) -> list[Planted]:
         planted.append(
             Planted(sheet, None, "schema_drift", "schema_drift", f"column renamed: {renamed}")
         )
-    sim.truth.notes.setdefault("tabular", {})["lmis_schema_drift_from"] = sheets[start].path[-6:]
+    sim.truth.notes.setdefault("tabular", {})["lmis_schema_drift_from"] = sheets[start].path.rsplit(
+        "_", 1
+    )[-1]
     return planted
 
 
