@@ -5,6 +5,7 @@ MUAC and WASH screening collected with KoboToolbox.
 
 Output layout (``out_dir`` is the folder given to ``healthpipe simulate --out``)::
 
+    odk/projects/1/project.json                        ODK Central Project object
     odk/projects/1/forms/<xmlFormId>/form.json         ODK Central Form object
     odk/projects/1/forms/<xmlFormId>/submissions.json  OData data document, ALL submissions
     kobo/assets/<asset uid>/asset.json                 Kobo v2 asset (one survey)
@@ -14,6 +15,10 @@ JSON is written compactly (one line), UTF-8, with a final newline.
 
 ODK Central (``https://central.demoland.example``, project 1 "Demoland community health")
 ----------------------------------------------------------------------------------------
+``project.json``: ``id`` (1), ``name``, ``description``, ``archived`` (false), ``keyId``
+(null), ``createdAt``, ``updatedAt``. Forms: ``household_visit``, ``referral_followup``,
+``cebs_signal``.
+
 ``form.json``: ``projectId``, ``xmlFormId``, ``name``, ``version`` (the current version),
 ``enketoId``, ``hash``, ``keyId`` (null), ``state`` ("open"), ``publishedAt``, ``createdAt``,
 ``updatedAt``, ``submissions`` (rows in submissions.json, duplicates included),
@@ -30,13 +35,16 @@ fields null, select_multiple answers one space-separated string):
   current version's instance id and ``meta.deprecatedID`` the previous one, as in Central.
 - ``__system``: ``submissionDate``, ``updatedAt`` (null until reviewed or edited),
   ``submitterId`` (app user id, a string), ``submitterName`` (the CHW id), ``attachmentsPresent``,
-  ``attachmentsExpected``, ``status`` (null), ``reviewState`` (null, "approved", "hasIssues" or
-  "edited"), ``deviceId`` (``collect:...``), ``edits``, ``formVersion``, ``deletedAt`` (null,
-  or the time a project manager deleted it: a server hides those unless asked).
+  ``attachmentsExpected`` (a CEBS photo: expected 1, sometimes not uploaded yet), ``status``
+  (null), ``reviewState`` (null, "approved", "hasIssues" or "edited"), ``deviceId``
+  (``collect:...``, one per CHW), ``edits``, ``formVersion``, ``deletedAt``.
+- Deleted submissions ARE in the file, with ``deletedAt`` set: a server hides them unless
+  asked (Central's ``$filter=__system/deletedAt ...`` / deleted listing).
 Timestamps are UTC ``YYYY-MM-DDTHH:MM:SS.sssZ``; dates ``YYYY-MM-DD``; the country's local
 time is UTC+3.
 
-``household_visit`` ("CHW household visit"; versions ``<start>01`` then ``<drift>01``):
+``household_visit`` ("CHW household visit"; version ``YYYYMMDD01`` of the window's first day,
+then, from 60% of the window on, a second version named after its publication day):
 ``chw_id``, ``facility_code`` (DHIS2 org-unit code of the CHW's facility, where referrals
 go), ``visit_date``, ``household`` {``household_id``, ``head_name``, ``head_phone`` (synthetic
 PII on purpose: the pipeline must pseudonymise or drop it), ``members``, ``pregnant_women``,
@@ -88,18 +96,28 @@ unimproved: unprotected_well, unprotected_spring, surface_water), ``wash/sanitat
 (improved: flush, pit_slab, vip, composting; unimproved: pit_no_slab, bucket, hanging,
 open_defecation).
 
-Defects (``truth.json``, ``record`` = {"instance_id": the row's ``__id`` or ``meta/instanceID``})
---------------------------------------------------------------------------------------------
-unknown facility code (``org_unit_known``), a required field null or absent
-(``required_field_present``), MUAC of 900 mm (``value_in_range``), a submission sent twice
-(``duplicate``: an identical ODK row; a Kobo result with the same ``_uuid`` and fields but its
-own ``_id``), and schema drift (``schema_drift``: ODK renames ``muac/muac`` to ``muac/muac_mm``;
-Kobo adds ``child/oedema``), the record being the first submission of the new version.
+Defects (``truth.json``; ``record`` = {"instance_id": ODK ``__id`` / Kobo ``meta/instanceID``})
+------------------------------------------------------------------------------------------
+- ``unknown_code`` / ``org_unit_known``: ``facility_code`` of two household visits and one
+  CEBS signal, ``site/facility_code`` of one Kobo result, set to a code that does not exist
+  (same district, facility number ``HP99`` or the next free one down).
+- ``missing_field`` / ``required_field_present``: ``visit_date`` null in one household visit;
+  ``child/age_months`` absent from one Kobo result.
+- ``invalid_value`` / ``value_in_range``: lowest MUAC 900 mm in one household visit and in one
+  Kobo result.
+- ``duplicate`` / ``duplicate``: one household visit appears twice (identical rows, same
+  ``__id``); one Kobo result was sent twice (same ``_uuid``, ``meta/instanceID`` and answers,
+  its own later ``_id`` and ``_submission_time``).
+- ``schema_drift`` / ``schema_drift``: household_visit's second version renames ``muac/muac``
+  to ``muac/muac_mm``; the Kobo asset's second version adds ``child/oedema``. The record is
+  the first visible submission of the new version; the detail names both versions.
+Defects are planted only in visible (not deleted), unedited rows, one defect per row.
 
-Volumes: each CHW records about three household visits a week while the whole run stays
-under ``HOUSEHOLD_VISIT_BUDGET`` visits; above that the weekly rate is scaled down so that
-the default country (about 1,000 CHWs over 156 weeks) stays near 50 MB. The rate used is in
-``truth.json`` under ``notes.community``.
+Volumes: each CHW records about three household visits a week, unless the run would exceed
+``HOUSEHOLD_VISIT_BUDGET`` visits: then the weekly rate is scaled down for every CHW (at the
+default country, about 1,070 CHWs over 156 weeks, 0.29 a week: 45,600 visits, 2,100
+follow-ups, 4,200 CEBS signals, 8,300 Kobo results, about 53 MB, a few seconds). The rate
+used is in ``truth.json`` under ``notes.community``.
 """
 
 from __future__ import annotations
@@ -137,14 +155,20 @@ CEBS_SIGNALS_PER_CHW_WEEK = 1 / 39
 KOBO_DISTRICT_SHARE = 0.25
 KOBO_SCREENINGS_PER_DISTRICT_WEEK = 12.0
 
-# Share of households that agree to a referral (CHWs also skip some MAM referrals).
+# Share of households that agree to a referral (CHWs also skip some MAM referrals), share
+# of referrals the CHW goes back to check, and share of referrals completed, by reason.
 REFERRAL_PROBABILITY = {"danger_sign": 0.92, "sam": 0.97, "mam": 0.88}
+FOLLOWUP_SHARE = 0.85
+COMPLETION_PROBABILITY = {"danger_sign": 0.78, "sam": 0.8, "mam": 0.62}
 MUAC_SAM_MM = 115
 MUAC_MAM_MM = 125
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 LOCAL_OFFSET_MS = 3 * HOUR_MS  # East Africa Time, UTC+3, no daylight saving
+# The ODK project and its forms were set up early on the window's first day.
+PROJECT_CREATED_MS = HOUR_MS
+FORMS_CREATED_MS = 2 * HOUR_MS
 
 FIRST_NAMES = (
     "Amina", "Baraka", "Neema", "Juma", "Rehema", "Hamisi", "Zawadi", "Musa", "Halima", "Said",
@@ -219,8 +243,11 @@ class _Clock:
     def local_date(self, ms: int) -> str:
         return _iso_day(self.origin.date(), (ms + LOCAL_OFFSET_MS) // DAY_MS)
 
+    def epoch_ms(self, ms: int) -> int:
+        return int(self.origin.timestamp()) * 1000 + ms
+
     def epoch_seconds(self, ms: int) -> int:
-        return int(self.at(ms).timestamp())
+        return self.epoch_ms(ms) // 1000
 
     def week_ms(self, week: int) -> int:
         return week * 7 * DAY_MS
@@ -604,12 +631,10 @@ def _referral_followups(
     rows: list[Record] = []
     for referral in referrals:
         rng = sim.rng("odk", REFERRAL_FOLLOWUP, referral.referral_id)
-        if rng.random() >= 0.85:
+        if rng.random() >= FOLLOWUP_SHARE:
             continue  # the CHW never went back
         urgent = referral.reason in ("danger_sign", "sam")
-        completed = bool(
-            rng.random() < {"danger_sign": 0.78, "sam": 0.8}.get(referral.reason, 0.62)
-        )
+        completed = bool(rng.random() < COMPLETION_PROBABILITY[referral.reason])
         # Urgent referrals reach the facility sooner; some households wait over a week.
         delay_days = int(rng.geometric(0.55 if urgent else 0.3)) - 1
         followup_days = max(delay_days + 1, int(rng.integers(2, 11)))
@@ -666,9 +691,11 @@ def _cebs_signals(
             continue
         signal_type = SIGNAL_TYPES[int(rng.choice(len(SIGNAL_TYPES), p=SIGNAL_WEIGHTS))]
         verified_ms: int | None = reported_ms + _verification_delay_ms(rng)
-        if rng.random() < 0.05 or (verified_ms is not None and verified_ms > clock.end_ms):
-            verified_ms = None  # nobody has checked it yet
-        is_event = verified_ms is not None and bool(rng.random() < 0.4)
+        forgotten = bool(rng.random() < 0.05)
+        if forgotten or verified_ms is None or verified_ms > clock.end_ms:
+            verified_ms = None  # nobody has checked it (yet)
+        # About 40% of verified signals are true events; most of those go up to the district.
+        is_event = bool(rng.random() < 0.4) and verified_ms is not None
         escalated_ms = None
         if is_event and verified_ms is not None and rng.random() < 0.9:
             escalated_ms = verified_ms + int(rng.integers(15 * 60_000, 12 * HOUR_MS))
@@ -684,7 +711,8 @@ def _cebs_signals(
             "signal_type": signal_type,
             "reported_at": clock.odk(reported_ms),
             "affected": affected,
-            "photo": f"{clock.epoch_seconds(reported_ms)}123.jpg" if has_photo else None,
+            # Collect names a photo after the capture time in epoch milliseconds.
+            "photo": f"{clock.epoch_ms(reported_ms)}.jpg" if has_photo else None,
             "verification": {
                 "verified": _yes_no(verified_ms is not None),
                 "verified_at": None if verified_ms is None else clock.odk(verified_ms),
@@ -799,10 +827,13 @@ ODK_FORM_NAMES = {
 
 
 def _odk_form(
-    sim: Simulation, clock: _Clock, form: str, rows: list[Record], version: str, published_ms: int
+    sim: Simulation, clock: _Clock, form: str, rows: list[Record], versions: _VersionPlan
 ) -> Record:
     rng = sim.rng("odk", "form", form)
-    created = 2 * HOUR_MS
+    # Only household_visit was republished (the schema drift); the others keep version one.
+    drifted = form == HOUSEHOLD_VISIT
+    version = versions.second if drifted else versions.first
+    published = versions.published_ms if drifted else FORMS_CREATED_MS
     last = max((r["__system"]["submissionDate"] for r in rows), default=None)
     return {
         "projectId": ODK_PROJECT_ID,
@@ -813,11 +844,23 @@ def _odk_form(
         "hash": hashlib.md5(f"{form}:{version}".encode(), usedforsecurity=False).hexdigest(),
         "keyId": None,
         "state": "open",
-        "publishedAt": clock.odk(published_ms),
-        "createdAt": clock.odk(created),
-        "updatedAt": clock.odk(published_ms) if published_ms > created else None,
+        "publishedAt": clock.odk(published),
+        "createdAt": clock.odk(FORMS_CREATED_MS),
+        "updatedAt": clock.odk(published) if drifted else None,
         "submissions": len(rows),
         "lastSubmission": last,
+    }
+
+
+def _odk_project(clock: _Clock) -> Record:
+    return {
+        "id": ODK_PROJECT_ID,
+        "name": ODK_PROJECT_NAME,
+        "description": "CHW household visits, referral follow-ups and CEBS signals",
+        "archived": False,
+        "keyId": None,
+        "createdAt": clock.odk(PROJECT_CREATED_MS),
+        "updatedAt": None,
     }
 
 
@@ -826,44 +869,44 @@ def _odata_document(form: str, rows: list[Record]) -> Record:
     return {"@odata.context": context, "value": rows}
 
 
-def _write_odk(
-    sim: Simulation, clock: _Clock, out_dir: Path
-) -> tuple[dict[str, int], _VersionPlan]:
+def _odk_submissions(
+    sim: Simulation, clock: _Clock, versions: _VersionPlan
+) -> dict[str, list[Record]]:
+    """Every form's rows, oldest first, defects not yet planted."""
     codes = _facility_codes(sim.country)
     submitters = _submitters(sim)
-    versions = _version_plan(clock, sim.window, 0.6)
-    single_version = versions.first
     rate = _visit_rate(sim)
     forms: dict[str, list[Record]] = {HOUSEHOLD_VISIT: [], REFERRAL_FOLLOWUP: [], CEBS_SIGNAL: []}
     referrals: list[_Referral] = []
     for chw in sorted(sim.country.chws, key=lambda c: c.chw_id):
-        code = codes[chw.facility_uid]
-        visits, made = _household_visits(
-            sim, clock, chw, code, submitters[chw.chw_id], versions, rate
-        )
+        code, submitter = codes[chw.facility_uid], submitters[chw.chw_id]
+        visits, made = _household_visits(sim, clock, chw, code, submitter, versions, rate)
         forms[HOUSEHOLD_VISIT] += visits
-        # A deleted visit is hidden from the API, so nothing may point at its referral.
+        # A deleted visit is hidden from the API, so no follow-up may point at its referral.
         live = {v["referral"]["referral_id"] for v in visits if _is_live(v)}
         referrals += [r for r in made if r.referral_id in live]
-        forms[CEBS_SIGNAL] += _cebs_signals(
-            sim, clock, chw, code, submitters[chw.chw_id], single_version
-        )
+        forms[CEBS_SIGNAL] += _cebs_signals(sim, clock, chw, code, submitter, versions.first)
     forms[REFERRAL_FOLLOWUP] = _referral_followups(
-        sim, clock, referrals, submitters, single_version
+        sim, clock, referrals, submitters, versions.first
     )
     for rows in forms.values():
         rows.sort(key=lambda r: (r["__system"]["submissionDate"], r["__id"]))
-    _plant_odk_defects(sim, forms, set(codes.values()), versions)
+    return forms
 
+
+def _write_odk(
+    sim: Simulation, clock: _Clock, out_dir: Path
+) -> tuple[dict[str, int], _VersionPlan]:
+    versions = _version_plan(clock, sim.window, 0.6)
+    forms = _odk_submissions(sim, clock, versions)
+    _plant_odk_defects(sim, forms, set(_facility_codes(sim.country).values()), versions)
+    project = out_dir / "odk" / "projects" / str(ODK_PROJECT_ID)
+    _write_json(project / "project.json", _odk_project(clock))
     counts = {}
-    root = out_dir / "odk" / "projects" / str(ODK_PROJECT_ID) / "forms"
     for form, rows in forms.items():
-        current = versions.second if form == HOUSEHOLD_VISIT else single_version
-        published = versions.published_ms if form == HOUSEHOLD_VISIT else 2 * HOUR_MS
-        _write_json(
-            root / form / "form.json", _odk_form(sim, clock, form, rows, current, published)
-        )
-        _write_json(root / form / "submissions.json", _odata_document(form, rows))
+        folder = project / "forms" / form
+        _write_json(folder / "form.json", _odk_form(sim, clock, form, rows, versions))
+        _write_json(folder / "submissions.json", _odata_document(form, rows))
         counts[form] = len(rows)
     return counts, versions
 

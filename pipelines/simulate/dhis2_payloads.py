@@ -13,6 +13,11 @@ Layout under ``<out>/dhis2`` (every JSON document shaped as the DHIS2 Web API re
 - ``completeDataSetRegistrations/<data set code>_<year>.json`` — when each facility's report
   was completed (``date``): the basis of reporting completeness and timeliness.
 
+``<out>/increments/1/dhis2/`` (and ``dhis2_csv``) holds what changes after the window, in the
+same layout: the next four weeks' values and registrations, corrections of earlier values
+(same key, new value, later ``lastUpdated``) and deletions (``"deleted": true``), listed in
+``truth.json`` under ``notes.dhis2_increment``. The base files never contain them.
+
 and the same values as DHIS2's CSV export under ``<out>/dhis2_csv/dataValueSets/`` (header
 ``dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,
 lastupdated,comment,followup,deleted``).
@@ -38,6 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from pipelines.periods import parse_period
 from pipelines.simulate.catalogue import (
     ALL_DATA_ELEMENTS,
     ANC1,
@@ -75,7 +81,7 @@ from pipelines.simulate.catalogue import (
     DataSetSpec,
     Disease,
 )
-from pipelines.simulate.context import Simulation, week_id
+from pipelines.simulate.context import Simulation, Window, week_id
 from pipelines.simulate.country import BASE_YEAR, POPULATION_GROWTH, Country, OrgUnit
 
 CSV_HEADER = (
@@ -83,6 +89,8 @@ CSV_HEADER = (
     "storedby", "lastupdated", "comment", "followup", "deleted",
 )  # fmt: skip
 STORED_BY = "simulator"
+INCREMENT_WEEKS = 4
+INCREMENT_FOLDER = "increments/1"
 OPENING_DATE = "1990-01-01T00:00:00.000"
 
 
@@ -323,42 +331,51 @@ class _RegistrationFile:
 @dataclass
 class _Outputs:
     root: Path
-    values: dict[tuple[str, int], _ValueFile] = field(default_factory=dict)
+    base_end: date
+    """Last day of the base window: later periods go to ``increments/1``."""
+    values: dict[tuple[str, int, bool], _ValueFile] = field(default_factory=dict)
+    changeable: list[dict[str, Any]] = field(default_factory=list)
+    """Base values the increment later corrects or deletes."""
     unreported: list[tuple[str, int, int]] = field(default_factory=list)
     """(facility uid, year, month) of monthly reports never sent: injected defect records go
     there, so none of them shares a natural key with a real value."""
-    registrations: dict[tuple[str, int], _RegistrationFile] = field(default_factory=dict)
+    registrations: dict[tuple[str, int, bool], _RegistrationFile] = field(default_factory=dict)
 
-    def value_file(self, data_set: DataSetSpec, year: int) -> _ValueFile:
-        key = (data_set.code, year)
+    def folder(self, later: bool) -> Path:
+        return self.root / INCREMENT_FOLDER if later else self.root
+
+    def value_file(self, data_set: DataSetSpec, year: int, later: bool = False) -> _ValueFile:
+        key = (data_set.code, year, later)
         if key not in self.values:
             name = f"{data_set.code.lower()}_{year}"
+            root = self.folder(later)
             self.values[key] = _ValueFile(
-                self.root / "dhis2" / "dataValueSets" / f"{name}.json",
-                self.root / "dhis2_csv" / "dataValueSets" / f"{name}.csv",
+                root / "dhis2" / "dataValueSets" / f"{name}.json",
+                root / "dhis2_csv" / "dataValueSets" / f"{name}.csv",
                 data_set,
             )
         return self.values[key]
 
-    def registration_file(self, data_set: DataSetSpec, year: int) -> _RegistrationFile:
-        key = (data_set.code, year)
+    def registration_file(
+        self, data_set: DataSetSpec, year: int, later: bool = False
+    ) -> _RegistrationFile:
+        key = (data_set.code, year, later)
         if key not in self.registrations:
             name = f"{data_set.code.lower()}_{year}.json"
             self.registrations[key] = _RegistrationFile(
-                self.root / "dhis2" / "completeDataSetRegistrations" / name
+                self.folder(later) / "dhis2" / "completeDataSetRegistrations" / name
             )
         return self.registrations[key]
 
     def close(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for (code, _), file in sorted(self.values.items()):
+        for (code, _, later), file in sorted(self.values.items()):
             file.close()
-            counts[f"data_values:{code.lower()}"] = (
-                counts.get(f"data_values:{code.lower()}", 0) + file.count
-            )
-        for (code, _), reg in sorted(self.registrations.items()):
+            key = f"{'increment_' if later else ''}data_values:{code.lower()}"
+            counts[key] = counts.get(key, 0) + file.count
+        for (code, _, later), reg in sorted(self.registrations.items()):
             reg.close()
-            key = f"registrations:{code.lower()}"
+            key = f"{'increment_' if later else ''}registrations:{code.lower()}"
             counts[key] = counts.get(key, 0) + reg.count
         return counts
 
@@ -523,7 +540,7 @@ def _write_idsr_district(
 ) -> None:
     rng = sim.rng("dhis2", "idsr", district.uid)
     facilities = sim.country.facilities_in(district.uid)
-    week_starts = sim.window.week_starts()
+    week_starts = extended_window(sim).week_starts()
     populations = np.array([f.base_population for f in facilities], dtype=float)
     shares = populations / populations.sum()
     reporting = _reporting(rng, len(facilities), len(week_starts), IDSR_WEEKLY.timely_days)
@@ -546,8 +563,9 @@ def _write_idsr_district(
     for w, monday in enumerate(week_starts):
         period = week_id(monday)
         year = int(period.split("W")[0])
-        values = outputs.value_file(IDSR_WEEKLY, year)
-        registrations = outputs.registration_file(IDSR_WEEKLY, year)
+        later = monday > outputs.base_end
+        values = outputs.value_file(IDSR_WEEKLY, year, later)
+        registrations = outputs.registration_file(IDSR_WEEKLY, year, later)
         sunday = monday + timedelta(days=6)
         for f, facility in enumerate(facilities):
             if not reporting.sent[f, w]:
@@ -648,18 +666,21 @@ def _write_hmis_district(
 ) -> None:
     rng = sim.rng("dhis2", "hmis", district.uid)
     facilities = sim.country.facilities_in(district.uid)
-    months = sim.window.months()
+    months = extended_window(sim).months()
+    last_base_month = sim.window.months()[-1] if sim.window.months() else None
     if not months:
         return
     counts = _hmis_counts(rng, facilities, months, sim.window.start)
     reporting = _reporting(rng, len(facilities), len(months), HMIS_MONTHLY.timely_days)
     for m, (year, month) in enumerate(months):
         period = f"{year}{month:02d}"
-        values = outputs.value_file(HMIS_MONTHLY, year)
-        registrations = outputs.registration_file(HMIS_MONTHLY, year)
+        later = _month_end(year, month) > outputs.base_end
+        values = outputs.value_file(HMIS_MONTHLY, year, later)
+        registrations = outputs.registration_file(HMIS_MONTHLY, year, later)
         for f, facility in enumerate(facilities):
             if not reporting.sent[f, m]:
-                outputs.unreported.append((facility.uid, year, month))
+                if not later:
+                    outputs.unreported.append((facility.uid, year, month))
                 continue
             completed = _month_end(year, month) + timedelta(days=int(reporting.delay_days[f, m]))
             stamp = _stamp(completed, 14 * 60 + int(f % 60))
@@ -676,7 +697,10 @@ def _write_hmis_district(
                     )
                     count *= 10
                 if count:
-                    values.write(_value(de, period, facility.uid, coc, count, stamp))
+                    value = _value(de, period, facility.uid, coc, count, stamp)
+                    values.write(value)
+                    if (year, month) == last_base_month and len(outputs.changeable) < 40:
+                        outputs.changeable.append(value)
             registrations.write(_registration(HMIS_MONTHLY, period, facility.uid, completed))
 
 
@@ -781,21 +805,57 @@ def _write_defects(sim: Simulation, outputs: _Outputs) -> None:
 # --- entry point ---------------------------------------------------------------------------
 
 
+def extended_window(sim: Simulation) -> Window:
+    """The base window plus the weeks held back for ``increments/1``."""
+    end = parse_period(sim.window.end_week).start_date + timedelta(weeks=INCREMENT_WEEKS)
+    return Window(end_week=week_id(end), weeks=sim.window.weeks + INCREMENT_WEEKS)
+
+
+def _write_increment_changes(sim: Simulation, outputs: _Outputs) -> None:
+    """Corrections and deletions of base values, dated after the base window, so an
+    incremental pull (``lastUpdated``, ``includeDeleted``) must pick them up."""
+    stamp = _stamp(outputs.base_end + timedelta(days=10))
+    corrected, deleted = outputs.changeable[0:30:3], outputs.changeable[1:30:3]
+    for value in corrected:
+        year = int(value["period"][:4])
+        changed = {**value, "value": str(int(value["value"]) + 1), "lastUpdated": stamp}
+        outputs.value_file(HMIS_MONTHLY, year, later=True).write(changed)
+    for value in deleted:
+        year = int(value["period"][:4])
+        gone = {**value, "lastUpdated": stamp, "deleted": True}
+        outputs.value_file(HMIS_MONTHLY, year, later=True).write(gone)
+
+    def keys(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            _key(v["dataElement"], v["period"], v["orgUnit"], v["categoryOptionCombo"])
+            for v in values
+        ]
+
+    sim.truth.notes["dhis2_increment"] = {
+        "folder": f"{INCREMENT_FOLDER}/dhis2",
+        "new_weeks": [week_id(w) for w in extended_window(sim).week_starts()[sim.window.weeks :]],
+        "corrected": keys(corrected),
+        "deleted": keys(deleted),
+    }
+
+
 def write_dhis2(sim: Simulation, out_dir: Path) -> dict[str, int]:
-    """Write the country's DHIS2 metadata, data values (JSON and CSV) and registrations."""
+    """Write the country's DHIS2 metadata, data values (JSON and CSV) and registrations,
+    and under ``increments/1/`` what changes in the weeks after the window."""
     counts: dict[str, int] = {}
     for collection, document in metadata_documents(sim.country).items():
         _write_json(out_dir / "dhis2" / "metadata" / f"{collection}.json", document)
         counts[f"metadata:{collection}"] = len(document[collection])
     outbreaks = plan_outbreaks(sim)
     outliers = _plan_outliers(sim)
-    outputs = _Outputs(out_dir)
+    outputs = _Outputs(out_dir, base_end=sim.window.end)
     try:
         for district in sim.country.districts:
             _write_idsr_district(sim, district, outbreaks, outputs)
             _write_hmis_district(sim, district, outputs, outliers)
         _write_population(sim, outputs)
         _write_defects(sim, outputs)
+        _write_increment_changes(sim, outputs)
     finally:
         counts.update(outputs.close())
     return counts

@@ -36,35 +36,47 @@ catchment population and the window's length):
   the DHIS2 org-unit code (system ``https://dhis2.org/org-unit-code``) and UID (system
   ``https://dhis2.org/org-unit-uid``). ``Location.managingOrganization`` points at the
   Organization; ``Location.position`` is the facility's point.
-- ``Patient`` — synthetic but realistic PII on purpose (names, mobile phone, home address,
-  exact ``birthDate``, an ``OpenMRS ID`` identifier with its Luhn mod-30 check character):
-  the pipeline must pseudonymise or drop it.
+- ``Patient`` — synthetic but realistic PII on purpose (``name``, mobile ``telecom`` (+999
+  numbers: no real subscriber), home ``address``, exact ``birthDate``, and an identifier
+  typed ``OpenMRS ID``, system ``https://emr.demoland.example/openmrs/identifier-type/
+  openmrs-id``, base-30 with a Luhn mod-30 check character): the pipeline must pseudonymise
+  or drop it.
 - ``Encounter`` — ``status`` finished, ``class`` AMB, ``subject``, ``period``,
   ``location[0].location`` and ``serviceProvider``. Outpatient consultations, and HIV care
   visits (monthly, then three-monthly refills).
-- ``Observation`` — vital signs (category ``vital-signs``: body temperature, heart rate,
-  blood-pressure panel with systolic/diastolic components, body weight) timed inside their
-  encounter; HIV-1 viral load (category ``laboratory``, ``{copies}/mL``, values below
-  1,000 copies/mL are suppressed; ``comparator`` ``<`` for results under the assay's limit)
+- ``Observation`` — vital signs (category ``vital-signs``; LOINC 8310-5 body temperature
+  ``Cel``, 8867-4 heart rate ``/min``, 85354-9 blood-pressure panel with components 8480-6
+  systolic and 8462-4 diastolic ``mm[Hg]``, 29463-7 body weight ``kg``) timed inside their
+  encounter; HIV-1 viral load (category ``laboratory``, LOINC 20447-9, UCUM ``{copies}/mL``;
+  below 1,000 copies/mL is suppressed; ``comparator`` ``<`` for results under the assay's limit)
   with ``effectiveDateTime`` the specimen collection inside the encounter and ``issued`` the
-  result, days later. Each references ``subject`` (Patient) and ``encounter``.
-- ``Condition`` — ICD-10 (WHO) encounter diagnoses; acute ones are resolved by a second
-  version (``abatementDateTime``); HIV disease stays active.
-- ``MedicationDispense`` — ART (TLD) at every HIV visit and artemether/lumefantrine for
-  malaria; ``context`` is the encounter, ``location`` the facility.
+  result, days later. Each references ``subject`` (Patient) and ``encounter``
+  (but for the defect below).
+- ``Condition`` — encounter diagnoses in WHO ICD-10 (system
+  ``http://hl7.org/fhir/sid/icd-10``): B50.9 and B54 malaria, J06.9 upper respiratory
+  infection, A09.0 diarrhoea, J18.9 pneumonia, A01.0 typhoid, I10 hypertension, B24 HIV
+  disease. Acute ones are resolved by a second version (``abatementDateTime``); HIV disease
+  and hypertension stay active.
+- ``MedicationDispense`` — ART (TLD, ATC J05AR27) at every HIV visit and
+  artemether/lumefantrine (ATC P01BF01) for malaria; ``context`` is the encounter,
+  ``location`` the facility.
 
 iHRIS resources (every facility):
 
 - ``Organization`` and ``Location`` per facility, identified as in the EMR.
-- ``Practitioner`` (staff number, name, phone, gender, birth date) and one
-  ``PractitionerRole`` each (``code`` an ISCO-08 unit group, ``period.start``,
-  ``organization``, ``location``). A worker who left has ``active`` false and a
-  ``period.end`` inside the window (attrition); for each facility and cadre the number of
-  roles with ``active`` true (and no ``period.end``) equals the establishment's filled posts.
+- ``Practitioner`` (staff number, system
+  ``https://ihris.demoland.example/identifier/staff-number``; name, phone, gender, birth
+  date) and one ``PractitionerRole`` each: ``code`` an ISCO-08 unit group (system
+  ``urn:oid:2.16.840.1.113883.2.9.6.2.7``; 2211 medical doctors, 2240 clinical officers,
+  2221 nurses, 2222 midwives, 3212 laboratory technicians, 2262 pharmacists),
+  ``period.start``, ``practitioner``, ``organization`` and ``location``. A worker who left
+  has ``active`` false on both resources, a ``period.end`` inside the window (attrition) and
+  ``versionId`` "2". For each facility and cadre, the roles with ``active`` true (and no
+  ``period.end``) number the establishment's filled posts.
 
 Injected data defects (recorded in ``truth.json`` with ``source`` "fhir"): an Observation
-with a LOINC code that does not exist (``loinc_known``), a Condition with an invalid ICD-10
-code (``icd10_known``), an Observation without ``subject`` (``subject_present``) and a
+with a LOINC code that does not exist (8310-6, ``loinc_known``), a Condition with an invalid
+ICD-10 code (B5O.9, ``icd10_known``), an Observation without ``subject`` (``subject_present``) and a
 Patient born in the future (``date_not_in_future``). All four still validate against the R4
 resource model: they are data errors, not syntax errors.
 """
@@ -447,7 +459,7 @@ def _location(site: _Site, country: Country, updated: datetime) -> Resource:
         "mode": "instance",
         "type": [{"text": facility.facility_type or "Health facility"}],
         "address": {
-            "district": district.name,
+            "district": district.name.removesuffix(" District"),
             "state": region.name,
             "country": country.name,
         },
@@ -486,7 +498,6 @@ class _Person:
     gender: str
     birth_date: date
     build: float  # body-size factor, so one person's weights agree across visits
-    hiv: bool
 
 
 @dataclass(frozen=True)
@@ -554,7 +565,7 @@ def _new_person(rng: np.random.Generator, hiv: bool, first_visit: date) -> _Pers
     else:
         age = float(rng.uniform(15, 85))
     birth = _years_before(first_visit, age)
-    return _Person(_uuid(rng), gender, birth, float(rng.normal(1.0, 0.1)), hiv)
+    return _Person(_uuid(rng), gender, birth, float(rng.normal(1.0, 0.1)))
 
 
 def _patient(
@@ -662,9 +673,9 @@ def _blood_pressure(rng: np.random.Generator, vital: Resource, hypertensive: boo
     systolic = int(rng.normal(158, 12) if hypertensive else rng.normal(118, 12))
     diastolic = min(systolic - 25, int(rng.normal(98, 8) if hypertensive else rng.normal(76, 8)))
     vital["component"] = [
-        {"code": LOINC_SYSTOLIC.concept(), "valueQuantity": _quantity(systolic, "mmHg", UCUM_MM_HG)},
-        {"code": LOINC_DIASTOLIC.concept(), "valueQuantity": _quantity(diastolic, "mmHg", UCUM_MM_HG)},
-    ]  # fmt: skip
+        {"code": code.concept(), "valueQuantity": _quantity(value, "mmHg", UCUM_MM_HG)}
+        for code, value in ((LOINC_SYSTOLIC, systolic), (LOINC_DIASTOLIC, diastolic))
+    ]
     return vital
 
 
@@ -867,33 +878,41 @@ def _hiv_resources(
     return resources
 
 
+def _art_history(rng: np.random.Generator, first_visit: date, established: bool) -> _ArtHistory:
+    """New clients start ART at their first visit; established ones started years before and
+    had a viral load some months back (so about a third are due for one at once)."""
+    adherent = bool(rng.random() < ADHERENT_SHARE)
+    if not established:
+        return _ArtHistory(first_visit, None, adherent)
+    start = first_visit - timedelta(days=int(rng.integers(60, 3650)))
+    last_test = first_visit - timedelta(days=int(rng.integers(30, 500)))
+    return _ArtHistory(start, last_test if (last_test - start).days >= 150 else None, adherent)
+
+
 def _simulate_patient(
     rng: np.random.Generator,
-    sim: Simulation,
+    country: Country,
     clock: _Clock,
     site: _Site,
     server: _Server,
     identifier: str,
 ) -> None:
+    """One patient's registration and visits, with everything recorded at each visit."""
     hiv = bool(rng.random() < HIV_SHARE)
     established = hiv and bool(rng.random() < ESTABLISHED_ON_ART_SHARE)
     days = _hiv_visit_days(rng, clock, established) if hiv else _outpatient_visit_days(rng, clock)
     person = _new_person(rng, hiv, days[0])
-    art = _ArtHistory(start=days[0], last_viral_load=None, adherent=rng.random() < ADHERENT_SHARE)
-    if established:
-        art.start = days[0] - timedelta(days=int(rng.integers(60, 3650)))
-        last_test = days[0] - timedelta(days=int(rng.integers(30, 500)))
-        art.last_viral_load = last_test if (last_test - art.start).days >= 150 else None
+    art = _art_history(rng, days[0], established) if hiv else None
     visits = [_visit_at(rng, site, person, day) for day in days]
     registered = visits[0].start - timedelta(minutes=int(rng.integers(5, 30)))
     version, updated = 1, registered
     if len(visits) > 1 and rng.random() < PATIENT_EDIT_SHARE:  # phone or address changed
         version, updated = 2, visits[int(rng.integers(1, len(visits)))].start
-    server.add(_patient(rng, person, identifier, site, sim.country, version, updated))
+    server.add(_patient(rng, person, identifier, site, country, version, updated))
     chronic_recorded: set[str] = set()
     for index, visit in enumerate(visits):
-        server.add(_encounter(visit, hiv))
-        if hiv:
+        server.add(_encounter(visit, hiv_care=art is not None))
+        if art is not None:
             resources = _hiv_resources(rng, visit, art, index == 0, clock)
         else:
             resources = _outpatient_resources(rng, visit, chronic_recorded, clock)
@@ -910,7 +929,7 @@ def _emr(sim: Simulation, clock: _Clock) -> _Server:
         rng = sim.rng("fhir", "emr", facility.uid)
         site = _add_site(server, facility, sim.country, rng, clock)
         for _ in range(_patient_count(rng, facility, clock)):
-            _simulate_patient(rng, sim, clock, site, server, openmrs_id(next(numbers)))
+            _simulate_patient(rng, sim.country, clock, site, server, openmrs_id(next(numbers)))
     return server
 
 

@@ -17,7 +17,8 @@ comment such as ``=1+1`` stays text; a missing value is an empty cell). Values a
 or text; there are no decimals and no dates as spreadsheet dates (dates are ISO text).
 Facilities are identified by their DHIS2 org-unit ``code`` (``DL_D001_HC02``) plus ``name``;
 periods are DHIS2 period ids: ``2025`` (yearly), ``2025Q1`` (quarterly), ``202501`` (monthly).
-Yes/no items are the text ``yes`` or ``no``. ``comment`` columns are free text, mostly empty.
+Yes/no items are the text ``yes`` or ``no``. ``comment`` columns are free text, mostly empty;
+a genuine comment never starts with ``= + - @`` (those are the injected defects below).
 
 Periods covered: assessments for every year whose assessment season (April to October)
 overlaps the window; LMIS for every month lying wholly inside the window
@@ -91,8 +92,10 @@ acute malnutrition cases referred): integers (households, sessions, children); `
 
 Ground truth (``sim.truth``): every stockout episode (a run of consecutive months with
 ``stockout_days > 0`` for one facility and item, reported or not) as ``{facility_code, item,
-start_period, end_period, stockout_days}``; LMIS reports expected and received in
-``notes["tabular"]``; and the injected defects, each with ``record = {"file": <the CSV's path
+start_period, end_period, stockout_days}`` (``item`` is the ``item_code``; ``stockout_days`` the
+sum over the episode); in ``notes["tabular"]``: ``lmis_reports_expected`` (facilities x months),
+``lmis_reports_received`` (facility-months with a report) and ``lmis_schema_drift_from`` (the
+first drifted month); and the injected defects, each with ``record = {"file": <the CSV's path
 relative to the output folder>, "row": <1-based data row; 0 means the header>}`` (the XLSX of
 the same name holds the same defect in the same row): unknown facility code
 (``unknown_code`` / ``org_unit_known``), empty required value (``missing_field`` /
@@ -169,10 +172,17 @@ class Sheet:
     path: str
     """Relative to the output folder, without extension (``tabular/workforce``)."""
     columns: list[str]
+    """The header as written (after any schema drift)."""
     rows: list[Row] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Schema drift: documented column name -> the name this file uses instead."""
+
+    def __post_init__(self) -> None:
+        self.columns = list(self.columns)  # never share (and drift) a module-level header
 
     def column(self, name: str) -> int:
-        return self.columns.index(name)
+        """Position of a column, by its documented name."""
+        return self.columns.index(self.renamed.get(name, name))
 
 
 @dataclass(frozen=True)
@@ -631,6 +641,8 @@ def lmis_stock(sim: Simulation) -> list[Sheet]:
         reported = rng.random(len(months)) >= miss_rate
         received_reports += int(reported.sum())
         district_code = sim.country.district_of(facility.uid).code
+        # Demand is sized on the first year's catchment: growth (under 3% a year) is lost in
+        # the noise of monthly consumption.
         population = catchment_population(facility, months[0][0]) if months else 0
         for item in COMMODITIES:
             if facility.facility_type not in item.stocked_at:
@@ -898,16 +910,16 @@ def drift_lmis_schema(sim: Simulation, sheets: list[Sheet]) -> list[Planted]:
         return []
     rng = sim.rng(SOURCE, "lmis", "drift")
     start = int(rng.integers(max(1, len(sheets) // 2), len(sheets)))
+    renamed = ", ".join(f"{old!r} -> {new!r}" for old, new in DRIFTED_NAMES.items())
     planted = []
     for sheet in sheets[start:]:
         sheet.columns = [DRIFTED_NAMES.get(name, name) for name in sheet.columns]
-        renamed = ", ".join(f"{old!r} -> {new!r}" for old, new in DRIFTED_NAMES.items())
+        sheet.renamed = dict(DRIFTED_NAMES)
         planted.append(
             Planted(sheet, None, "schema_drift", "schema_drift", f"column renamed: {renamed}")
         )
-    sim.truth.notes.setdefault("tabular", {})["lmis_schema_drift_from"] = sheets[start].path.rsplit(
-        "_", 1
-    )[-1]
+    first_period = sheets[start].path.rsplit("_", 1)[-1]
+    sim.truth.notes.setdefault("tabular", {})["lmis_schema_drift_from"] = first_period
     return planted
 
 
@@ -1091,12 +1103,12 @@ def build_sheets(sim: Simulation) -> dict[str, list[Sheet]]:
         "governance": [governance(sim)],
         "cross_sectoral": [cross_sectoral(sim)],
     }
-    planted: list[Planted] = []
-    formula_offset = 0
+    # Drift first, so a defect planted in a drifted file names the column as the file does.
+    planted = drift_lmis_schema(sim, entities["lmis_stock"])
+    formula_offset = 0  # the payloads cycle across entities, so every trigger character occurs
     for entity, sheets in entities.items():
         found, formula_offset = plant_defects(sim, entity, sheets, formula_offset)
         planted.extend(found)
-    planted.extend(drift_lmis_schema(sim, entities["lmis_stock"]))
     record_defects(sim, planted)
     return entities
 

@@ -89,3 +89,38 @@ def test_truth_records_outbreaks_and_defects(tmp_path: Path) -> None:
     rules = {d["expected_rule"] for d in truth["defects"]}
     assert {"org_unit_known", "data_element_known", "value_present", "period_valid",
             "value_numeric", "natural_key_present", "duplicate"} <= rules  # fmt: skip
+
+
+def test_increment_holds_later_weeks_corrections_and_deletions(tmp_path: Path) -> None:
+    folder = run(tmp_path, weeks=30)
+    truth = json.loads((folder / "truth.json").read_text())["notes"]["dhis2_increment"]
+    base = {}
+    for path in (folder / "dhis2" / "dataValueSets").glob("*.json"):
+        for v in json.loads(path.read_text())["dataValues"]:
+            key = (v["dataElement"], v["period"], v.get("orgUnit"), v["categoryOptionCombo"])
+            base[key] = v
+    later = []
+    for path in (folder / "increments" / "1" / "dhis2" / "dataValueSets").glob("*.json"):
+        later.extend(json.loads(path.read_text())["dataValues"])
+    new_weeks = set(truth["new_weeks"])
+    assert len(new_weeks) == 4
+    assert not any(key[1] in new_weeks for key in base), "base files hold increment weeks"
+    assert any(v["period"] in new_weeks for v in later)
+
+    def key_of(record: dict) -> tuple:
+        return (
+            record["dataElement"],
+            record["period"],
+            record["orgUnit"],
+            record["categoryOptionCombo"],
+        )
+
+    corrected = {key_of(k) for k in truth["corrected"]}
+    deleted = {key_of(k) for k in truth["deleted"]}
+    assert corrected and deleted and corrected <= set(base) and deleted <= set(base)
+    for v in later:
+        key = key_of(v)
+        if key in corrected:
+            assert v["value"] != base[key]["value"] and v["lastUpdated"] > base[key]["lastUpdated"]
+        if key in deleted:
+            assert v["deleted"] is True

@@ -1,0 +1,705 @@
+"""A DHIS2 Web API subset over the simulator's ``dhis2/`` folder, mounted at ``/dhis2``.
+
+Endpoints (every path also answers with an API version, ``/dhis2/api/40/...``):
+
+``GET /dhis2/api/system/info``, ``GET /dhis2/api/me``
+    Who and what the server is: for a connector's start-up check.
+
+``GET /dhis2/api/<collection>`` (``.json`` optional) for every ``dhis2/metadata/<collection>.json``
+    (organisationUnits, organisationUnitGroups, organisationUnitGroupSets, categoryOptions,
+    categories, categoryCombos, categoryOptionCombos, dataElements, dataSets ...).
+    ``page`` (from 1) and ``pageSize`` (default 50) or ``paging=false``; the answer is
+    ``{"pager": {"page", "pageCount", "total", "pageSize", "nextPage"?, "prevPage"?},
+    "<collection>": [...]}`` (no pager with ``paging=false``). ``fields`` is accepted: top-level
+    names select properties (``id,name,parent[id]`` keeps ``id``, ``name``, ``parent``, nested
+    objects whole), ``*`` and presets such as ``:all`` / ``:owner`` keep everything, ``!name``
+    drops one; without ``fields`` objects are returned whole (real DHIS2 would send only
+    ``id`` and ``displayName``). ``filter=<property>:<operator>[:<value>]`` (repeatable,
+    dotted properties such as ``parent.id``) with ``eq !eq ne like !like $like like$ ilike
+    !ilike $ilike ilike$ in !in gt ge lt le null !null``, and ``rootJunction=AND|OR``;
+    ``order=<property>[:asc|:desc]``.
+
+``GET /dhis2/api/<collection>/<id>``
+    One object (``fields`` as above).
+
+``GET /dhis2/api/dataValueSets`` (``.json`` or ``.csv``; ``Accept: application/csv`` or
+``text/csv`` also selects CSV)
+    ``dataSet`` (repeatable) and/or ``dataElement`` (repeatable); ``period`` (repeatable,
+    exact identifiers) or ``startDate`` + ``endDate`` (periods lying wholly inside the
+    range, as DHIS2's ``getPeriodsBetweenDates``); ``lastUpdated`` (values updated at or
+    after); ``orgUnit`` (repeatable) or ``orgUnitGroup``, with ``children=true`` for the
+    subtrees (by ``path``); ``includeDeleted=true``; ``limit``. A data set (or data element
+    group, or data element), a period, date range or ``lastUpdated``, and an org unit are
+    required: otherwise 409 with DHIS2's message and error code (E2001, E2002, E2003, E2006).
+    No paging, as in DHIS2. JSON is ``{"dataValues": [...]}`` (plus ``dataSet``, ``period``
+    and ``orgUnit`` when exactly one of each was asked for without children); CSV has DHIS2's
+    header ``dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,
+    storedby,lastupdated,comment,followup,deleted``.
+
+``GET /dhis2/api/completeDataSetRegistrations``
+    ``dataSet``, ``period`` or ``startDate``/``endDate`` (or ``created``: registered at or
+    after), ``orgUnit`` + ``children``; answers ``{"completeDataSetRegistrations": [...]}``.
+
+What is served is what the files hold. A value belongs to the data set of the file it is in.
+Values whose org unit is missing or not in the metadata (the simulator's planted defects) come
+with any request that covers the whole hierarchy (a level-1 org unit with ``children=true``),
+so a pipeline pulling by ``lastUpdated`` meets them as it would in a file import; values whose
+period is not a DHIS2 period match only ``lastUpdated`` or that exact ``period``.
+
+Auth: HTTP Basic (``admin`` / ``district`` by default) or ``Authorization: ApiToken
+d2pat_...``. Errors are DHIS2's ``{"httpStatus", "httpStatusCode", "status", "message"}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pipelines.periods import Period, PeriodError, parse_period
+from pipelines.sandbox.auth import Credentials, basic_matches, token_matches
+from pipelines.sandbox.routing import (
+    ApiError,
+    Request,
+    Response,
+    Route,
+    json_response,
+    route,
+)
+
+JSON = "application/json;charset=UTF-8"
+CSV = "application/csv;charset=UTF-8"  # what DHIS2 sends for .csv exports
+CSV_HEADER = (
+    "dataelement", "period", "orgunit", "categoryoptioncombo", "attributeoptioncombo", "value",
+    "storedby", "lastupdated", "comment", "followup", "deleted",
+)  # fmt: skip
+CSV_KEYS = (
+    "dataElement", "period", "orgUnit", "categoryOptionCombo", "attributeOptionCombo", "value",
+    "storedBy", "lastUpdated", "comment", "followup", "deleted",
+)  # fmt: skip
+DEFAULT_PAGE_SIZE = 50
+API = r"/api(?:/\d{2})?"
+FIELD_PRESETS = {"*", ":all", ":owner", ":simple", ":identifiable", ":nameable", ":persisted"}
+
+
+# --- the files -----------------------------------------------------------------------------
+
+
+class _Value(NamedTuple):
+    """One data value: the fields the export filters on, and the value as the file holds it
+    (compact JSON), so answers are joined strings rather than re-encoded objects."""
+
+    org_unit: str | None
+    period: str | None
+    data_element: str | None
+    last_updated: datetime | None
+    deleted: bool
+    raw: str
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """DHIS2 timestamps and date parameters (``2026-01-05``, ``2026-01-05T10:00:00.000``,
+    with or without a zone); compared without zone, as DHIS2 stores server-local time."""
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+class Dhis2Store:
+    """The ``dhis2/`` folder, read lazily and cached: metadata on first use, data values one
+    data set at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._metadata: dict[str, list[dict[str, Any]]] | None = None
+        self._values: dict[str, list[_Value]] = {}
+        self._registrations: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def available(self) -> bool:
+        return self.root.is_dir()
+
+    def metadata(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            if self._metadata is None:
+                self._metadata = {}
+                for path in sorted((self.root / "metadata").glob("*.json")):
+                    document = json.loads(path.read_text(encoding="utf-8"))
+                    self._metadata[path.stem] = list(document.get(path.stem, []))
+            return self._metadata
+
+    def collection(self, name: str) -> list[dict[str, Any]] | None:
+        return self.metadata().get(name)
+
+    def by_id(self, collection: str) -> dict[str, dict[str, Any]]:
+        return {item["id"]: item for item in self.metadata().get(collection, []) if "id" in item}
+
+    def _files_by_data_set(self, folder: str) -> dict[str, list[Path]]:
+        """Files are named ``<data set code>_<year>.json``; a name that matches no data set
+        code is opened to read its ``dataSet``."""
+        codes = {
+            str(ds.get("code", "")).lower(): ds["id"]
+            for ds in self.metadata().get("dataSets", [])
+            if "id" in ds
+        }
+        files: dict[str, list[Path]] = {}
+        for path in sorted((self.root / folder).glob("*.json")):
+            uid = codes.get(path.stem.rsplit("_", 1)[0].lower())
+            if uid is None:
+                document = json.loads(path.read_text(encoding="utf-8"))
+                uid = document.get("dataSet") if isinstance(document, dict) else None
+            if uid:
+                files.setdefault(uid, []).append(path)
+        return files
+
+    def values(self, data_set: str) -> list[_Value]:
+        with self._lock:
+            if data_set not in self._values:
+                rows: list[_Value] = []
+                stamps: dict[str, datetime | None] = {}
+                for path in self._files_by_data_set("dataValueSets").get(data_set, []):
+                    document = json.loads(path.read_text(encoding="utf-8"))
+                    for value in document.get("dataValues", []):
+                        stamp = value.get("lastUpdated")
+                        if isinstance(stamp, str) and stamp not in stamps:
+                            stamps[stamp] = parse_timestamp(stamp)
+                        rows.append(
+                            _Value(
+                                value.get("orgUnit"),
+                                value.get("period"),
+                                value.get("dataElement"),
+                                stamps.get(stamp) if isinstance(stamp, str) else None,
+                                value.get("deleted") is True,
+                                json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+                            )
+                        )
+                self._values[data_set] = rows
+            return self._values[data_set]
+
+    def registrations(self, data_set: str) -> list[dict[str, Any]]:
+        with self._lock:
+            if data_set not in self._registrations:
+                rows: list[dict[str, Any]] = []
+                paths = self._files_by_data_set("completeDataSetRegistrations").get(data_set, [])
+                for path in paths:
+                    document = json.loads(path.read_text(encoding="utf-8"))
+                    rows += document.get("completeDataSetRegistrations", [])
+                self._registrations[data_set] = rows
+            return self._registrations[data_set]
+
+
+# --- selection helpers ---------------------------------------------------------------------
+
+
+def _period(period_id: str | None) -> Period | None:
+    if not period_id:
+        return None
+    try:
+        return parse_period(period_id)
+    except PeriodError:
+        return None
+
+
+def _truthy(text: str | None) -> bool:
+    return (text or "").strip().lower() == "true"
+
+
+class _OrgUnitSelection(NamedTuple):
+    units: set[str]
+    orphans: bool  # include values whose org unit is missing or unknown
+
+
+class _PeriodSelection(NamedTuple):
+    periods: set[str] | None
+    start: date | None
+    end: date | None
+
+    def matches(self, period_id: str | None) -> bool:
+        if self.periods is not None:
+            return period_id in self.periods
+        if self.start is None or self.end is None:
+            return True
+        period = _period(period_id)
+        return period is not None and period.start_date >= self.start and period.end_date <= self.end
+
+
+class Dhis2Api:
+    """The DHIS2 Web API subset; see the module docstring."""
+
+    name = "dhis2"
+    prefix = "/dhis2"
+
+    def __init__(self, store: Dhis2Store, credentials: Credentials) -> None:
+        self.store = store
+        self.credentials = credentials
+        self._routes = [
+            route("GET", rf"{API}/system/info(?:\.json)?", self.system_info, faultable=False),
+            route("GET", rf"{API}/me(?:\.json)?", self.me, faultable=False),
+            route("GET", rf"{API}/dataValueSets(?P<ext>\.json|\.csv)?", self.data_value_sets),
+            route(
+                "GET",
+                rf"{API}/completeDataSetRegistrations(?:\.json)?",
+                self.complete_registrations,
+            ),
+            route("GET", rf"{API}/(?P<collection>[A-Za-z]+)(?:\.json)?", self.metadata_list),
+            route(
+                "GET",
+                rf"{API}/(?P<collection>[A-Za-z]+)/(?P<uid>[A-Za-z0-9]+)(?:\.json)?",
+                self.metadata_object,
+            ),
+        ]
+
+    def routes(self) -> list[Route]:
+        return self._routes
+
+    # --- protocol ----------------------------------------------------------------------
+
+    def error(
+        self,
+        status: int,
+        message: str,
+        headers: list[tuple[str, str]] | None = None,
+        error_code: str | None = None,
+    ) -> Response:
+        document: dict[str, Any] = {
+            "httpStatus": HTTPStatus(status).phrase,
+            "httpStatusCode": status,
+            "status": "ERROR",
+            "message": message,
+        }
+        if error_code:
+            document["errorCode"] = error_code
+        return json_response(document, status, JSON, headers)
+
+    def conflict(self, message: str, error_code: str | None = None) -> ApiError:
+        return ApiError(self.error(409, message, error_code=error_code))
+
+    def authenticate(self, request: Request) -> Response | None:
+        header = request.header("Authorization")
+        creds = self.credentials
+        if basic_matches(header, creds.dhis2_username, creds.dhis2_password):
+            return None
+        if token_matches(header, "ApiToken", creds.dhis2_api_token):
+            return None
+        return self.error(401, "Unauthorized", [("WWW-Authenticate", 'Basic realm="DHIS2"')])
+
+    def _require_data(self) -> None:
+        if not self.store.available:
+            raise ApiError(self.error(404, "This sandbox holds no DHIS2 data"))
+
+    # --- endpoints ---------------------------------------------------------------------
+
+    def system_info(self, request: Request) -> Response:
+        """``GET /api/system/info``: version and context path (no data)."""
+        return json_response(
+            {
+                "contextPath": request.base_url + self.prefix,
+                "version": "2.40.0",
+                "calendar": "iso8601",
+                "dateFormat": "yyyy-mm-dd",
+                "systemName": "healthpipe sandbox",
+            },
+            content_type=JSON,
+        )
+
+    def me(self, request: Request) -> Response:
+        """``GET /api/me``: the authenticated user."""
+        return json_response(
+            {"username": self.credentials.dhis2_username, "name": "Sandbox administrator"},
+            content_type=JSON,
+        )
+
+    def metadata_list(self, request: Request) -> Response:
+        """``GET /api/<collection>``: a metadata collection, paged (see module docstring)."""
+        self._require_data()
+        name = request.params["collection"]
+        items = self.store.collection(name)
+        if items is None:
+            return self.error(404, f"No such resource: {request.path}")
+        selected = _filter_objects(items, request.args("filter"), request.arg("rootJunction"))
+        if request.arg("order"):
+            selected = _order_objects(selected, request.arg("order") or "")
+        project = _projector(request.arg("fields"))
+        if (request.arg("paging") or "").lower() == "false":
+            return json_response({name: [project(item) for item in selected]}, content_type=JSON)
+        page = self._positive_int(request.arg("page"), "page", 1)
+        size = self._positive_int(request.arg("pageSize"), "pageSize", DEFAULT_PAGE_SIZE)
+        total = len(selected)
+        page_count = math.ceil(total / size)
+        pager: dict[str, Any] = {
+            "page": page,
+            "pageCount": page_count,
+            "total": total,
+            "pageSize": size,
+        }
+        if page < page_count:
+            pager["nextPage"] = request.url_with(page=page + 1)
+        if page > 1:
+            pager["prevPage"] = request.url_with(page=min(page - 1, max(page_count, 1)))
+        chunk = selected[(page - 1) * size : page * size]
+        return json_response({"pager": pager, name: [project(item) for item in chunk]}, content_type=JSON)
+
+    def metadata_object(self, request: Request) -> Response:
+        """``GET /api/<collection>/<id>``: one metadata object."""
+        self._require_data()
+        name, uid = request.params["collection"], request.params["uid"]
+        if self.store.collection(name) is None:
+            return self.error(404, f"No such resource: {request.path}")
+        found = self.store.by_id(name).get(uid)
+        if found is None:
+            kind = name[:1].upper() + name[1:].rstrip("s")
+            return self.error(404, f"{kind} with id {uid} could not be found.")
+        return json_response(_projector(request.arg("fields"))(found), content_type=JSON)
+
+    def data_value_sets(self, request: Request) -> Response:
+        """``GET /api/dataValueSets``: data values (JSON or CSV), see module docstring."""
+        self._require_data()
+        data_sets = self._data_sets(request)
+        elements = set(request.args("dataElement")) or None
+        if not data_sets and elements is None:
+            data_sets = []
+            if not elements:
+                raise self.conflict(
+                    "At least one valid data set or data element group must be specified",
+                    "E2001",
+                )
+        last_updated = self._timestamp(request, "lastUpdated")
+        periods = self._periods(request, allow_last_updated=last_updated is not None)
+        units = self._org_units(request)
+        include_deleted = _truthy(request.arg("includeDeleted"))
+        limit = self._positive_int(request.arg("limit"), "limit", 0) if request.arg("limit") else None
+        pools = data_sets or list(self.store.by_id("dataSets"))
+        known = self.store.by_id("organisationUnits")
+        chosen: list[_Value] = []
+        for data_set in pools:
+            for value in self.store.values(data_set):
+                if elements is not None and value.data_element not in elements:
+                    continue
+                if value.deleted and not include_deleted:
+                    continue
+                if last_updated is not None and (
+                    value.last_updated is None or value.last_updated < last_updated
+                ):
+                    continue
+                if not periods.matches(value.period):
+                    continue
+                if value.org_unit in units.units:
+                    pass
+                elif not (units.orphans and (value.org_unit is None or value.org_unit not in known)):
+                    continue
+                chosen.append(value)
+                if limit is not None and len(chosen) >= limit:
+                    break
+            if limit is not None and len(chosen) >= limit:
+                break
+        if self._wants_csv(request):
+            return Response(200, _csv([json.loads(v.raw) for v in chosen]), CSV)
+        head = ""
+        org_units = request.args("orgUnit")
+        single = (
+            len(data_sets) == 1
+            and periods.periods is not None
+            and len(periods.periods) == 1
+            and len(org_units) == 1
+            and not _truthy(request.arg("children"))
+        )
+        if single and periods.periods is not None:
+            head = (
+                f'"dataSet":{json.dumps(data_sets[0])},'
+                f'"period":{json.dumps(next(iter(periods.periods)))},'
+                f'"orgUnit":{json.dumps(org_units[0])},'
+            )
+        body = "{" + head + '"dataValues":[' + ",".join(v.raw for v in chosen) + "]}"
+        return Response(200, body.encode("utf-8"), JSON)
+
+    def complete_registrations(self, request: Request) -> Response:
+        """``GET /api/completeDataSetRegistrations``: when reports were completed."""
+        self._require_data()
+        data_sets = self._data_sets(request)
+        if not data_sets:
+            raise self.conflict("At least one valid data set must be specified", "E2001")
+        created = self._timestamp(request, "created")
+        periods = self._periods(request, allow_last_updated=created is not None)
+        units = self._org_units(request)
+        known = self.store.by_id("organisationUnits")
+        chosen = []
+        for data_set in data_sets:
+            for registration in self.store.registrations(data_set):
+                org_unit = registration.get("organisationUnit")
+                if org_unit not in units.units and not (
+                    units.orphans and (org_unit is None or org_unit not in known)
+                ):
+                    continue
+                if not periods.matches(registration.get("period")):
+                    continue
+                if created is not None:
+                    stamp = parse_timestamp(str(registration.get("date", "")))
+                    if stamp is None or stamp < created:
+                        continue
+                chosen.append(registration)
+        return json_response({"completeDataSetRegistrations": chosen}, content_type=JSON)
+
+    # --- parameter parsing -------------------------------------------------------------
+
+    def _positive_int(self, text: str | None, name: str, default: int) -> int:
+        if text is None or text == "":
+            return default
+        try:
+            number = int(text)
+        except ValueError:
+            raise self.conflict(f"{name} must be a whole number, got {text!r}") from None
+        if number < 1:
+            raise self.conflict(f"{name} must be at least 1, got {number}")
+        return number
+
+    def _timestamp(self, request: Request, name: str) -> datetime | None:
+        text = request.arg(name)
+        if not text:
+            return None
+        stamp = parse_timestamp(text)
+        if stamp is None:
+            raise self.conflict(f"Invalid {name}: {text}")
+        return stamp
+
+    def _data_sets(self, request: Request) -> list[str]:
+        known = self.store.by_id("dataSets")
+        return [uid for uid in request.args("dataSet") if uid in known]
+
+    def _periods(self, request: Request, *, allow_last_updated: bool) -> _PeriodSelection:
+        requested = request.args("period")
+        valid = {p for p in requested if _period(p) is not None}
+        # A period that is not a DHIS2 identifier is still matched exactly: the files may
+        # hold such values (planted defects) and a client may ask for them by name.
+        exact = set(requested) if requested else None
+        start_text, end_text = request.arg("startDate"), request.arg("endDate")
+        if requested and (valid or not (start_text or end_text or allow_last_updated)):
+            return _PeriodSelection(exact, None, None)
+        if start_text or end_text:
+            if not (start_text and end_text):
+                raise self.conflict("Start date and end date must be specified", "E2002")
+            start, end = parse_timestamp(start_text), parse_timestamp(end_text)
+            if start is None or end is None:
+                raise self.conflict(f"Invalid start or end date: {start_text}, {end_text}")
+            if start > end:
+                raise self.conflict("Start date must be before end date", "E2003")
+            return _PeriodSelection(None, start.date(), end.date())
+        if requested:
+            return _PeriodSelection(exact, None, None)
+        if allow_last_updated:
+            return _PeriodSelection(None, None, None)
+        raise self.conflict(
+            "At least one valid period, start/end dates, relative period or last updated "
+            "must be specified",
+            "E2002",
+        )
+
+    def _org_units(self, request: Request) -> _OrgUnitSelection:
+        units = self.store.by_id("organisationUnits")
+        requested = [uid for uid in request.args("orgUnit") if uid in units]
+        groups = self.store.by_id("organisationUnitGroups")
+        for group in request.args("orgUnitGroup"):
+            members = groups.get(group, {}).get("organisationUnits", [])
+            requested += [m["id"] for m in members if isinstance(m, dict) and m.get("id") in units]
+        if not requested:
+            raise self.conflict(
+                "At least one valid organisation unit or organisation unit group must be specified",
+                "E2006",
+            )
+        if not _truthy(request.arg("children")):
+            return _OrgUnitSelection(set(requested), False)
+        roots = set(requested)
+        chosen = {
+            uid
+            for uid, unit in units.items()
+            if uid in roots or any(f"/{root}/" in f"{unit.get('path', '')}/" for root in roots)
+        }
+        top = any(units[uid].get("level") == 1 for uid in roots)
+        return _OrgUnitSelection(chosen, top)
+
+    @staticmethod
+    def _wants_csv(request: Request) -> bool:
+        if request.params.get("ext") == ".csv":
+            return True
+        if request.params.get("ext") == ".json":
+            return False
+        accept = (request.header("Accept") or "").lower()
+        return "application/csv" in accept or "text/csv" in accept
+
+
+def _csv(values: Iterable[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for value in values:
+        row = []
+        for key in CSV_KEYS:
+            item = value.get(key)
+            if key == "followup":
+                row.append("true" if item else "false")
+            elif key == "deleted":
+                row.append("true" if item else "")
+            else:
+                row.append("" if item is None else str(item))
+        writer.writerow(row)
+    return out.getvalue().encode("utf-8")
+
+
+# --- metadata fields, filters and order ---------------------------------------------------
+
+
+def _top_level_fields(spec: str) -> list[str]:
+    """``id,name,parent[id,name]`` -> ``["id", "name", "parent"]`` (brackets skipped)."""
+    names, depth, current = [], 0, ""
+    for char in spec:
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            names.append(current.strip())
+            current = ""
+        elif depth == 0:
+            current += char
+    names.append(current.strip())
+    return [name for name in names if name]
+
+
+def _projector(spec: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    if not spec:
+        return lambda item: item
+    names = _top_level_fields(spec)
+    everything = any(name in FIELD_PRESETS for name in names)
+    wanted = [n for n in names if n not in FIELD_PRESETS and not n.startswith("!")]
+    dropped = {n[1:] for n in names if n.startswith("!")}
+
+    def project(item: dict[str, Any]) -> dict[str, Any]:
+        if everything:
+            return {k: v for k, v in item.items() if k not in dropped}
+        return {k: item[k] for k in wanted if k in item and k not in dropped}
+
+    return project
+
+
+def _resolve(item: Any, path: Sequence[str]) -> list[Any]:
+    """Every value at a dotted path, flattening lists (``organisationUnitGroups.id``)."""
+    if isinstance(item, list):
+        return [found for element in item for found in _resolve(element, path)]
+    if not path:
+        return [item]
+    if not isinstance(item, dict) or path[0] not in item:
+        return []
+    return _resolve(item[path[0]], path[1:])
+
+
+_FILTER = re.compile(r"^(?P<prop>[A-Za-z0-9_.]+):(?P<op>!?\$?[a-z]+\$?)(?::(?P<value>.*))?$")
+
+
+def _compare(actual: Any, op: str, expected: str) -> bool:
+    if isinstance(actual, bool):
+        left: Any = "true" if actual else "false"
+        right: Any = expected.lower()
+    elif isinstance(actual, int | float):
+        try:
+            left, right = float(actual), float(expected)
+        except ValueError:
+            return False
+    else:
+        left, right = str(actual), expected
+    if op == "eq":
+        return bool(left == right)
+    if op in ("gt", "ge", "lt", "le"):
+        checks: dict[str, Callable[[Any, Any], bool]] = {
+            "gt": lambda a, b: a > b,
+            "ge": lambda a, b: a >= b,
+            "lt": lambda a, b: a < b,
+            "le": lambda a, b: a <= b,
+        }
+        return checks[op](left, right)
+    text, pattern = str(actual), expected
+    if op.startswith("i") or op.startswith("$i") or op == "ilike$":
+        text, pattern = text.lower(), pattern.lower()
+    bare = op.replace("i", "", 1) if "ilike" in op else op
+    if bare == "like":
+        return pattern in text
+    if bare == "$like":
+        return text.startswith(pattern)
+    if bare == "like$":
+        return text.endswith(pattern)
+    raise ValueError(op)
+
+
+def _filter_objects(
+    items: list[dict[str, Any]], filters: list[str], junction: str | None
+) -> list[dict[str, Any]]:
+    if not filters:
+        return items
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    for text in filters:
+        found = _FILTER.match(text)
+        if not found:
+            raise ApiError(_error_409(f"Invalid filter: {text}"))
+        prop, op, value = found["prop"], found["op"], found["value"] or ""
+        tests.append(_filter_test(prop.split("."), op, value, text))
+    any_of = (junction or "AND").upper() == "OR"
+    return [
+        item
+        for item in items
+        if (any(t(item) for t in tests) if any_of else all(t(item) for t in tests))
+    ]
+
+
+def _filter_test(
+    path: list[str], op: str, value: str, text: str
+) -> Callable[[dict[str, Any]], bool]:
+    negated = op.startswith("!") or op in ("ne", "neq")
+    bare = {"ne": "eq", "neq": "eq"}.get(op, op.lstrip("!"))
+    known = {"eq", "like", "$like", "like$", "ilike", "$ilike", "ilike$", "in", "gt", "ge", "lt", "le", "null"}
+    if bare not in known:
+        raise ApiError(_error_409(f"Unsupported filter operator in: {text}"))
+    if bare == "in":
+        options = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+
+    def test(item: dict[str, Any]) -> bool:
+        found = _resolve(item, path)
+        if bare == "null":
+            hit = not found or all(v is None for v in found)
+        elif bare == "in":
+            hit = any(any(_compare(v, "eq", option) for option in options) for v in found)
+        else:
+            hit = any(v is not None and _compare(v, bare, value) for v in found)
+        return hit != negated
+
+    return test
+
+
+def _order_objects(items: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    ordered = list(items)
+    # Apply the last key first: Python's sort is stable, so earlier keys win.
+    for part in reversed([p for p in spec.split(",") if p.strip()]):
+        prop, _, direction = part.strip().partition(":")
+        path = prop.split(".")
+
+        def key(item: dict[str, Any], path: list[str] = path) -> tuple[int, Any]:
+            found = _resolve(item, path)
+            value = found[0] if found else None
+            if value is None:
+                return (1, "")
+            return (0, value if isinstance(value, int | float) else str(value).lower())
+
+        ordered.sort(key=key, reverse=direction.lower().startswith("desc"))
+    return ordered
+
+
+def _error_409(message: str) -> Response:
+    document = {"httpStatus": "Conflict", "httpStatusCode": 409, "status": "ERROR", "message": message}
+    return json_response(document, 409, JSON)
