@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,67 +26,97 @@ from connectors.errors import SourceFormatError
 DEFAULT_CATEGORY_OPTION_COMBO = "HllvX50cXC0"
 """The UID of the default category option combo, the same in every DHIS2 instance."""
 
-# Web API collection name -> raw entity name, in the order entities must be landed:
-# data values are validated against the metadata landed before them.
-ENTITY_OF_COLLECTION: dict[str, str] = {
-    "organisationUnits": "organisation_units",
-    "dataElements": "data_elements",
-    "categoryOptionCombos": "category_option_combos",
-    "dataValues": "data_values",
-}
-ENTITIES: tuple[str, ...] = tuple(ENTITY_OF_COLLECTION.values())
 
-# Web API collections this reader recognises but does not land (yet): a file holding only
-# these is skipped rather than rejected, since a metadata export legitimately contains them.
-RECOGNISED_COLLECTIONS = frozenset(
-    {
-        "categories",
-        "categoryCombos",
-        "categoryOptions",
-        "completeDataSetRegistrations",
-        "dataElementGroups",
-        "dataSets",
-        "indicatorGroups",
-        "indicatorTypes",
-        "indicators",
-        "legendSets",
-        "optionSets",
-        "options",
-        "organisationUnitGroupSets",
-        "organisationUnitGroups",
-        "organisationUnitLevels",
-        "validationRuleGroups",
-        "validationRules",
-    }
+@dataclass(frozen=True)
+class CollectionSpec:
+    """How one Web API metadata collection maps to raw columns."""
+
+    entity: str
+    scalars: dict[str, str]
+    """API field -> column, kept as text."""
+    refs: dict[str, str] = field(default_factory=dict)
+    """API reference field (``{"id": ...}`` or a bare id) -> column holding the id."""
+    ref_lists: dict[str, str] = field(default_factory=dict)
+    """API list of references -> column holding a JSON list of ids."""
+    nested_ref_lists: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """API list of objects -> (the reference inside each, column of the JSON id list)."""
+    json_fields: dict[str, str] = field(default_factory=dict)
+    """API field -> column holding its JSON."""
+
+    def known_fields(self) -> set[str]:
+        return {
+            *self.scalars,
+            *self.refs,
+            *self.ref_lists,
+            *self.nested_ref_lists,
+            *self.json_fields,
+        }
+
+
+_COMMON = {"id": "id", "code": "code", "name": "name", "lastUpdated": "last_updated"}
+
+# Metadata collections in the order they land: values are validated against what precedes.
+METADATA: dict[str, CollectionSpec] = {
+    "organisationUnits": CollectionSpec(
+        "organisation_units",
+        {**_COMMON, "shortName": "short_name", "level": "level", "path": "path",
+         "openingDate": "opening_date", "closedDate": "closed_date"},
+        refs={"parent": "parent_id"},
+        ref_lists={"organisationUnitGroups": "group_ids"},
+        json_fields={"geometry": "geometry"},
+    ),
+    "organisationUnitGroups": CollectionSpec(
+        "organisation_unit_groups",
+        {**_COMMON, "shortName": "short_name"},
+        ref_lists={"groupSets": "group_set_ids", "organisationUnits": "org_unit_ids"},
+    ),
+    "organisationUnitGroupSets": CollectionSpec(
+        "organisation_unit_group_sets",
+        dict(_COMMON),
+        ref_lists={"organisationUnitGroups": "group_ids"},
+    ),
+    "categoryOptionCombos": CollectionSpec(
+        "category_option_combos", dict(_COMMON), refs={"categoryCombo": "category_combo_id"}
+    ),
+    "dataElements": CollectionSpec(
+        "data_elements",
+        {**_COMMON, "shortName": "short_name", "valueType": "value_type",
+         "aggregationType": "aggregation_type", "domainType": "domain_type"},
+        refs={"categoryCombo": "category_combo_id"},
+    ),
+    "dataSets": CollectionSpec(
+        "data_sets",
+        {**_COMMON, "shortName": "short_name", "periodType": "period_type",
+         "timelyDays": "timely_days", "expiryDays": "expiry_days"},
+        ref_lists={"organisationUnits": "org_unit_ids"},
+        nested_ref_lists={"dataSetElements": ("dataElement", "data_element_ids")},
+    ),
+}  # fmt: skip
+REGISTRATIONS = CollectionSpec(
+    "complete_registrations",
+    {"period": "period", "date": "date", "storedBy": "stored_by", "completed": "completed"},
+    refs={
+        "dataSet": "data_set",
+        "organisationUnit": "org_unit",
+        "attributeOptionCombo": "attribute_option_combo",
+    },
 )
 
-_ORG_UNIT_FIELDS = {
-    "id": "id",
-    "code": "code",
-    "name": "name",
-    "shortName": "short_name",
-    "level": "level",
-    "path": "path",
-    "openingDate": "opening_date",
-    "closedDate": "closed_date",
-    "lastUpdated": "last_updated",
-}
-_DATA_ELEMENT_FIELDS = {
-    "id": "id",
-    "code": "code",
-    "name": "name",
-    "shortName": "short_name",
-    "valueType": "value_type",
-    "aggregationType": "aggregation_type",
-    "domainType": "domain_type",
-    "lastUpdated": "last_updated",
-}
-_COC_FIELDS = {
-    "id": "id",
-    "code": "code",
-    "name": "name",
-    "lastUpdated": "last_updated",
-}
+ENTITIES: tuple[str, ...] = (
+    *(spec.entity for spec in METADATA.values()),
+    "data_values",
+    REGISTRATIONS.entity,
+)
+
+# Web API collections this reader recognises but does not land: a file holding only these
+# is skipped rather than rejected, since a metadata export legitimately contains them.
+RECOGNISED_COLLECTIONS = frozenset(
+    {
+        "categories", "categoryCombos", "categoryOptions", "dataElementGroups",
+        "indicatorGroups", "indicatorTypes", "indicators", "legendSets", "optionSets",
+        "options", "organisationUnitLevels", "validationRuleGroups", "validationRules",
+    }
+)  # fmt: skip
 _DATA_VALUE_FIELDS = {
     "dataElement": "data_element",
     "period": "period",
@@ -157,45 +188,38 @@ def _require_list(value: Any, origin: str, field: str) -> list[Any]:
     return value
 
 
-def parse_organisation_units(items: list[Any], origin: str) -> list[Record]:
+def _id_list(value: Any, inner: str | None = None) -> str | None:
+    if not isinstance(value, list):
+        return None
+    items = [item.get(inner) if inner and isinstance(item, Mapping) else item for item in value]
+    return json.dumps([_ref_id(item) for item in items if item is not None])
+
+
+def parse_collection(
+    spec: CollectionSpec, items: list[Any], origin: str, label: str
+) -> list[Record]:
+    """Map a metadata list (or registrations) to raw records; unmapped fields go to extras."""
     records = []
     for index, obj in enumerate(items):
-        _require_object(obj, origin, f"organisationUnits[{index}]", index)
-        record: Record = {col: _text(obj.get(key)) for key, col in _ORG_UNIT_FIELDS.items()}
-        record["parent_id"] = _ref_id(obj.get("parent"))
-        geometry = obj.get("geometry")
-        record["geometry"] = json.dumps(geometry, sort_keys=True) if geometry else None
-        groups = obj.get("organisationUnitGroups") or []
-        record["group_ids"] = (
-            json.dumps([_ref_id(g) for g in groups]) if isinstance(groups, list) else None
-        )
-        record["extras"] = _extras(
-            obj,
-            [*_ORG_UNIT_FIELDS, "parent", "geometry", "organisationUnitGroups"],
-        )
+        _require_object(obj, origin, f"{label}[{index}]", index)
+        record: Record = {col: _text(obj.get(key)) for key, col in spec.scalars.items()}
+        record.update({col: _ref_id(obj.get(key)) for key, col in spec.refs.items()})
+        record.update({col: _id_list(obj.get(key)) for key, col in spec.ref_lists.items()})
+        for key, (inner, col) in spec.nested_ref_lists.items():
+            record[col] = _id_list(obj.get(key), inner)
+        for key, col in spec.json_fields.items():
+            value = obj.get(key)
+            record[col] = json.dumps(value, sort_keys=True) if value is not None else None
+        record["extras"] = _extras(obj, spec.known_fields())
         records.append(record)
     return records
 
 
-def parse_data_elements(items: list[Any], origin: str) -> list[Record]:
-    records = []
-    for index, obj in enumerate(items):
-        _require_object(obj, origin, f"dataElements[{index}]", index)
-        record: Record = {col: _text(obj.get(key)) for key, col in _DATA_ELEMENT_FIELDS.items()}
-        record["category_combo_id"] = _ref_id(obj.get("categoryCombo"))
-        record["extras"] = _extras(obj, [*_DATA_ELEMENT_FIELDS, "categoryCombo"])
-        records.append(record)
-    return records
-
-
-def parse_category_option_combos(items: list[Any], origin: str) -> list[Record]:
-    records = []
-    for index, obj in enumerate(items):
-        _require_object(obj, origin, f"categoryOptionCombos[{index}]", index)
-        record: Record = {col: _text(obj.get(key)) for key, col in _COC_FIELDS.items()}
-        record["category_combo_id"] = _ref_id(obj.get("categoryCombo"))
-        record["extras"] = _extras(obj, [*_COC_FIELDS, "categoryCombo"])
-        records.append(record)
+def parse_registrations(items: list[Any], origin: str) -> list[Record]:
+    records = parse_collection(REGISTRATIONS, items, origin, "completeDataSetRegistrations")
+    for record in records:
+        if not record["attribute_option_combo"]:
+            record["attribute_option_combo"] = DEFAULT_CATEGORY_OPTION_COMBO
     return records
 
 
@@ -229,34 +253,32 @@ def parse_data_value_set(document: Mapping[str, Any], origin: str) -> list[Recor
     return records
 
 
-_PARSERS = {
-    "organisationUnits": parse_organisation_units,
-    "dataElements": parse_data_elements,
-    "categoryOptionCombos": parse_category_option_combos,
-}
-
-
 def parse_document(document: Any, origin: str) -> dict[str, list[Record]]:
     """Split one Web API JSON document into records per entity.
 
-    A document may be a single collection (``{"organisationUnits": [...]}`` with or
-    without a ``pager``), a metadata export with several collections, or a data value set.
-    Collections healthpipe does not use yet (``indicators``, ``legendSets`` ...) are skipped;
-    a document with none of the known collections is an error, not an empty result.
+    A document may be a single collection (``{"organisationUnits": [...]}`` with or without a
+    ``pager``), a metadata export with several collections, a data value set, or a list of
+    complete data set registrations. Collections healthpipe does not land (``indicators``,
+    ``legendSets`` ...) are skipped; a document with nothing DHIS2-shaped is an error.
     """
     _require_object(document, origin, "(document)")
     found: dict[str, list[Record]] = {}
-    for collection, parser in _PARSERS.items():
+    for collection, spec in METADATA.items():
         if collection in document:
             items = _require_list(document[collection], origin, collection)
-            found[ENTITY_OF_COLLECTION[collection]] = parser(items, origin)
+            found[spec.entity] = parse_collection(spec, items, origin, collection)
     if "dataValues" in document:
         found["data_values"] = parse_data_value_set(document, origin)
+    if "completeDataSetRegistrations" in document:
+        items = _require_list(
+            document["completeDataSetRegistrations"], origin, "completeDataSetRegistrations"
+        )
+        found[REGISTRATIONS.entity] = parse_registrations(items, origin)
     if not found and RECOGNISED_COLLECTIONS & set(document):
         return {}
     if not found:
         keys = ", ".join(sorted(document)) or "none"
-        expected = ", ".join(ENTITY_OF_COLLECTION)
+        expected = ", ".join([*METADATA, "dataValues", "completeDataSetRegistrations"])
         raise SourceFormatError(
             origin,
             f"not a DHIS2 Web API payload this connector reads: expected one of the keys "

@@ -42,3 +42,16 @@
     select cast(generate_series as date) as day
     from generate_series(date '{{ start_date }}', date '{{ end_date }}', interval 1 day)
 {%- endmacro %}
+
+{#- Each string of a JSON array held as text, one row per element (in a select list). -#}
+{% macro hp_unnest_json_text_array(expression) -%}
+    {{ return(adapter.dispatch('hp_unnest_json_text_array', 'healthpipe')(expression)) }}
+{%- endmacro %}
+
+{% macro default__hp_unnest_json_text_array(expression) -%}
+    jsonb_array_elements_text(cast({{ expression }} as jsonb))
+{%- endmacro %}
+
+{% macro duckdb__hp_unnest_json_text_array(expression) -%}
+    unnest(from_json({{ expression }}, '["VARCHAR"]'))
+{%- endmacro %}

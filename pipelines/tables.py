@@ -87,6 +87,51 @@ RAW_TABLES: dict[tuple[str, str], RawTable] = {
         ),
         RawTable(
             "dhis2",
+            "organisation_unit_groups",
+            _text_columns(
+                "id", "code", "name", "short_name", "group_set_ids", "org_unit_ids", "last_updated"
+            ),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "organisation_unit_group_sets",
+            _text_columns("id", "code", "name", "group_ids", "last_updated"),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "data_sets",
+            _text_columns(
+                "id",
+                "code",
+                "name",
+                "short_name",
+                "period_type",
+                "timely_days",
+                "expiry_days",
+                "data_element_ids",
+                "org_unit_ids",
+                "last_updated",
+            ),
+            key=("id",),
+        ),
+        RawTable(
+            "dhis2",
+            "complete_registrations",
+            _text_columns(
+                "data_set",
+                "period",
+                "org_unit",
+                "attribute_option_combo",
+                "date",
+                "stored_by",
+                "completed",
+            ),
+            key=("data_set", "period", "org_unit", "attribute_option_combo"),
+        ),
+        RawTable(
+            "dhis2",
             "data_elements",
             _text_columns(
                 "id",

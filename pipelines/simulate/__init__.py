@@ -14,13 +14,21 @@ from pathlib import Path
 
 from pipelines.simulate.context import DEFAULT_END_WEEK, DEFAULT_WEEKS, Simulation, Truth, Window
 from pipelines.simulate.country import Country, build_country
+from pipelines.simulate.community import write_community
 from pipelines.simulate.dhis2_payloads import write_dhis2
+from pipelines.simulate.fhir import write_fhir
+from pipelines.simulate.tabular import write_tabular
 
 Generator = Callable[[Simulation, Path], dict[str, int]]
 
 # Source name -> generator. Every generator draws from its own random streams, so adding one
 # never changes another's output.
-GENERATORS: dict[str, Generator] = {"dhis2": write_dhis2}
+GENERATORS: dict[str, Generator] = {
+    "dhis2": write_dhis2,
+    "fhir": write_fhir,
+    "community": write_community,
+    "tabular": write_tabular,
+}
 
 __all__ = [
     "GENERATORS",

@@ -40,7 +40,7 @@ class Dhis2Adapter:
         )
 
     def references(self, warehouse: Warehouse, source_name: str, entity: str) -> Mapping[str, Any]:
-        if entity != "data_values":
+        if entity not in ("data_values", "complete_registrations"):
             return {}
 
         def ids(table: str) -> list[str]:
@@ -53,6 +53,12 @@ class Dhis2Adapter:
 
         combos = set(ids("category_option_combos"))
         combos.add(dhis2_connector.DEFAULT_CATEGORY_OPTION_COMBO)
+        if entity == "complete_registrations":
+            return {
+                "org_units": ids("organisation_units"),
+                "data_sets": ids("data_sets"),
+                "category_option_combos": sorted(combos),
+            }
         return {
             "org_units": ids("organisation_units"),
             "data_elements": ids("data_elements"),
@@ -70,14 +76,16 @@ class Dhis2Adapter:
     def enrich(
         self, entity: str, frame: pd.DataFrame, references: Mapping[str, Any]
     ) -> pd.DataFrame:
-        """Data values get their period's type (None when the period does not parse) and
-        their data element's value type, so the suite can check both."""
-        if entity != "data_values":
+        """Data values and registrations get their period's type (None when the period does
+        not parse); data values also their data element's value type."""
+        if entity not in ("data_values", "complete_registrations"):
             return frame
         enriched = frame.copy()
         periods = enriched["period"].astype(object)
         types = {p: period_type_of(p) for p in periods.dropna().unique()}
         enriched["period_type"] = periods.map(types).astype(object)
+        if entity == "complete_registrations":
+            return enriched
         value_types = references.get("value_type_of", {})
         enriched["value_type"] = enriched["data_element"].astype(object).map(value_types)
         return enriched

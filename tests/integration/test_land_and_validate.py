@@ -197,6 +197,7 @@ def test_the_public_samples_land_and_unknown_org_units_are_quarantined(
             "organisation_units": 3,
             "data_elements": 75,
             "category_option_combos": 12,
+            "data_sets": 2,
             "data_values": 231,
         }
         # The sample values are reported for Bo (O6uvpzGd5pu), a unit the sample org-unit

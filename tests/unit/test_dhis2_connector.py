@@ -41,7 +41,10 @@ def test_reads_the_public_data_value_set() -> None:
 
 def test_reads_the_public_metadata_and_skips_collections_it_does_not_use() -> None:
     entities = parse_file("metadata_dataElements_categoryOptionCombos.json")
-    assert set(entities) == {"data_elements", "category_option_combos"}
+    assert set(entities) == {"data_elements", "category_option_combos", "data_sets"}
+    assert len(entities["data_sets"]) == 2
+    data_set = entities["data_sets"][0]
+    assert data_set["period_type"] and json.loads(str(data_set["data_element_ids"]))
     assert len(entities["data_elements"]) == 75
     assert len(entities["category_option_combos"]) == 12
     aggregation = {r["aggregation_type"] for r in entities["data_elements"]}
