@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.simulate.community import write_community
 from pipelines.simulate.context import DEFAULT_END_WEEK, DEFAULT_WEEKS, Simulation, Truth, Window
 from pipelines.simulate.country import Country, build_country
-from pipelines.simulate.community import write_community
 from pipelines.simulate.dhis2_payloads import write_dhis2
 from pipelines.simulate.fhir import write_fhir
 from pipelines.simulate.tabular import write_tabular
