@@ -59,7 +59,7 @@ def healthpipe_slice() -> None:
         config = load_config()
         with open_warehouse(config) as warehouse:
             summary = ingest_source(
-                warehouse, config.source(source_name), run_id=str(context["run_id"])
+                warehouse, config.source(source_name), config, run_id=str(context["run_id"])
             )
         return {entity: counts.received for entity, counts in summary.entities.items()}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,19 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # Sources that speak HTTP need base_url; the others read a file drop or listen on a socket.
 _HTTP_TYPES = {"fhir", "odk", "kobo"}
+# Keys that mean something for some source types only.
+_TYPE_SPECIFIC: dict[str, tuple[str, ...]] = {
+    "data_sets": ("dhis2",),
+    "org_units": ("dhis2",),
+    "start_date": ("dhis2", "fhir"),
+    "format": ("dhis2",),
+    "resource_types": ("fhir",),
+    "bulk": ("fhir",),
+    "project_id": ("odk",),
+    "forms": ("odk",),
+    "assets": ("kobo",),
+    "entities": ("tabular",),
+}
 
 
 class SourceConfig(BaseModel):
@@ -46,6 +60,35 @@ class SourceConfig(BaseModel):
     schedule: str | None = None
     enabled: bool = True
     page_size: int = Field(default=50_000, gt=0)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    overlap_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="incremental pulls re-read this far before the saved cursor, so records "
+        "updated at the cursor's instant are never missed (re-landing them changes nothing)",
+    )
+    # dhis2
+    data_sets: list[str] = Field(default_factory=list)
+    org_units: list[str] = Field(default_factory=list)
+    start_date: date | None = None
+    format: Literal["json", "csv"] = "json"
+    # fhir
+    resource_types: list[str] = Field(default_factory=list)
+    bulk: bool = False
+    # odk
+    project_id: int | None = None
+    forms: list[str] = Field(default_factory=list)
+    # kobo
+    assets: list[str] = Field(default_factory=list)
+    # tabular
+    entities: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_type_specific_keys(self) -> SourceConfig:
+        for key, types in _TYPE_SPECIFIC.items():
+            if key in self.model_fields_set and self.type not in types:
+                raise ValueError(f"{key} applies to {' and '.join(types)} sources, not {self.type}")
+        return self
 
     @model_validator(mode="after")
     def _check_location(self) -> SourceConfig:

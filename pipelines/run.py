@@ -28,8 +28,8 @@ from pipelines.indicators import (
     publish_indicators,
 )
 from pipelines.land import land_records
-from pipelines.sources import adapter_for
-from pipelines.tables import raw_table
+from pipelines.privacy import Pseudonymiser
+from pipelines.sources import adapter_for, raw_table
 from pipelines.transform import DbtOutcome, run_dbt
 from pipelines.validate import validate_pending
 from pipelines.warehouse import Warehouse
@@ -75,6 +75,7 @@ def open_warehouse(config: HealthpipeConfig) -> Warehouse:
 def ingest_source(
     warehouse: Warehouse,
     source: SourceConfig,
+    config: HealthpipeConfig,
     *,
     run_id: str,
     full_refresh: bool = False,
@@ -86,9 +87,15 @@ def ingest_source(
     ahead of committed data; ``full_refresh`` ignores the saved cursor.
     """
     adapter = adapter_for(source.type)
+    # Patient-level sources stop before reading anything when the key is missing.
+    pseudonymiser = (
+        Pseudonymiser.from_env(config.pseudonym_key_env, purpose=f"source {source.name}")
+        if adapter.patient_level
+        else None
+    )
     cursor = None if full_refresh else load_cursor(warehouse, source.name, adapter.cursor_entity)
     summary = SourceSummary(source=source.name)
-    for number, page in enumerate(adapter.pages(source, cursor), start=1):
+    for number, page in enumerate(adapter.pages(source, cursor, config), start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"
         counts = summary.entities.setdefault(page.entity, EntityCounts())
@@ -101,7 +108,7 @@ def ingest_source(
                     warehouse,
                     table,
                     source.name,
-                    page.records,
+                    adapter.prepare(page.entity, page.records, pseudonymiser),
                     run_id=run_id,
                     batch_id=batch_id,
                     extracted_at=now,
@@ -200,6 +207,7 @@ def run_pipeline(
                 ingest_source(
                     warehouse,
                     source,
+                    config,
                     run_id=summary.run_id,
                     full_refresh=full_refresh,
                     on_page=on_page,

@@ -2,7 +2,8 @@
 
 dbt owns ``staging``, ``intermediate`` and ``marts``; the tables here exist before dbt runs
 (created by :meth:`pipelines.warehouse.Warehouse.ensure_schemas`) so staging models can
-always select from them, even for a source type a deployment does not use.
+always select from them, even for a source type a deployment does not use. Each source type
+declares its raw tables in its adapter module (``pipelines/sources/<type>.py``).
 """
 
 from __future__ import annotations
@@ -59,136 +60,9 @@ class RawTable:
         return f"create table if not exists {self.qualified_name} (\n" + ",\n".join(lines) + "\n)"
 
 
-def _text_columns(*names: str) -> tuple[tuple[str, str], ...]:
+def text_columns(*names: str) -> tuple[tuple[str, str], ...]:
+    """Raw tables keep source values as text: typing them is staging's job, after validation."""
     return tuple((name, "text") for name in names)
-
-
-RAW_TABLES: dict[tuple[str, str], RawTable] = {
-    (table.source_type, table.entity): table
-    for table in (
-        RawTable(
-            "dhis2",
-            "organisation_units",
-            _text_columns(
-                "id",
-                "code",
-                "name",
-                "short_name",
-                "level",
-                "path",
-                "parent_id",
-                "opening_date",
-                "closed_date",
-                "geometry",
-                "group_ids",
-                "last_updated",
-            ),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "organisation_unit_groups",
-            _text_columns(
-                "id", "code", "name", "short_name", "group_set_ids", "org_unit_ids", "last_updated"
-            ),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "organisation_unit_group_sets",
-            _text_columns("id", "code", "name", "group_ids", "last_updated"),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "data_sets",
-            _text_columns(
-                "id",
-                "code",
-                "name",
-                "short_name",
-                "period_type",
-                "timely_days",
-                "expiry_days",
-                "data_element_ids",
-                "org_unit_ids",
-                "last_updated",
-            ),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "complete_registrations",
-            _text_columns(
-                "data_set",
-                "period",
-                "org_unit",
-                "attribute_option_combo",
-                "date",
-                "stored_by",
-                "completed",
-            ),
-            key=("data_set", "period", "org_unit", "attribute_option_combo"),
-        ),
-        RawTable(
-            "dhis2",
-            "data_elements",
-            _text_columns(
-                "id",
-                "code",
-                "name",
-                "short_name",
-                "value_type",
-                "aggregation_type",
-                "domain_type",
-                "category_combo_id",
-                "last_updated",
-            ),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "category_option_combos",
-            _text_columns("id", "code", "name", "category_combo_id", "last_updated"),
-            key=("id",),
-        ),
-        RawTable(
-            "dhis2",
-            "data_values",
-            (
-                *_text_columns(
-                    "data_element",
-                    "period",
-                    "org_unit",
-                    "category_option_combo",
-                    "attribute_option_combo",
-                    "value",
-                    "stored_by",
-                    "created",
-                    "last_updated",
-                    "comment",
-                ),
-                ("followup", "boolean"),
-                ("data_set", "text"),
-            ),
-            key=(
-                "data_element",
-                "period",
-                "org_unit",
-                "category_option_combo",
-                "attribute_option_combo",
-            ),
-        ),
-    )
-}
-
-
-def raw_table(source_type: str, entity: str) -> RawTable:
-    try:
-        return RAW_TABLES[(source_type, entity)]
-    except KeyError:
-        known = ", ".join(sorted(f"{t}.{e}" for t, e in RAW_TABLES))
-        raise KeyError(f"no raw table for {source_type}.{entity} (known: {known})") from None
 
 
 AUDIT_DDL: tuple[str, ...] = (

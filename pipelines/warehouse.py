@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from pipelines.errors import WarehouseError
-from pipelines.tables import AUDIT_DDL, DEFINITION_DDL, RAW_TABLES, SCHEMAS
+from pipelines.tables import AUDIT_DDL, DEFINITION_DDL, SCHEMAS
 
 Params = Mapping[str, Any] | None
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -129,12 +129,14 @@ class Warehouse(ABC):
     # -- structure ----------------------------------------------------------------------
     def ensure_schemas(self) -> None:
         """Create the five schemas, the audit tables and every raw landing table."""
+        from pipelines.sources import all_raw_tables  # sources import this module
+
         with self.transaction():
             for schema in SCHEMAS:
                 self.execute(f"create schema if not exists {schema}")
             for ddl in AUDIT_DDL + DEFINITION_DDL:
                 self.execute(ddl)
-            for table in RAW_TABLES.values():
+            for table in all_raw_tables():
                 self.execute(table.ddl())
 
     def table_exists(self, schema: str, table: str) -> bool:

@@ -1,13 +1,22 @@
-"""Per source type: which connector to call, and the reference data and helper columns its
-expectation suites need. Adding a source type means adding a module here and registering it."""
+"""Per source type: which connector to call, the raw tables it lands into, and the reference
+data and helper columns its expectation suites need. A new source type is a module here with
+an adapter (see :class:`pipelines.sources.base.SourceAdapter`) registered below."""
 
 from __future__ import annotations
 
 from pipelines.errors import HealthpipeError
-from pipelines.sources.base import SourceAdapter
+from pipelines.sources.base import NotBuiltAdapter, SourceAdapter
 from pipelines.sources.dhis2 import Dhis2Adapter
+from pipelines.tables import RawTable
 
-ADAPTERS: dict[str, SourceAdapter] = {"dhis2": Dhis2Adapter()}
+ADAPTERS: dict[str, SourceAdapter] = {
+    "dhis2": Dhis2Adapter(),
+    "fhir": NotBuiltAdapter("fhir"),
+    "hl7v2": NotBuiltAdapter("hl7v2"),
+    "odk": NotBuiltAdapter("odk"),
+    "kobo": NotBuiltAdapter("kobo"),
+    "tabular": NotBuiltAdapter("tabular"),
+}
 
 
 def adapter_for(source_type: str) -> SourceAdapter:
@@ -16,5 +25,17 @@ def adapter_for(source_type: str) -> SourceAdapter:
     except KeyError:
         built = ", ".join(sorted(ADAPTERS))
         raise HealthpipeError(
-            f"source type {source_type!r} has no connector in this version (available: {built})"
+            f"source type {source_type!r} is unknown (available: {built})"
         ) from None
+
+
+def all_raw_tables() -> list[RawTable]:
+    return [table for adapter in ADAPTERS.values() for table in adapter.tables]
+
+
+def raw_table(source_type: str, entity: str) -> RawTable:
+    for table in adapter_for(source_type).tables:
+        if table.entity == entity:
+            return table
+    known = ", ".join(t.name for t in all_raw_tables())
+    raise KeyError(f"no raw table for {source_type}.{entity} (known: {known})")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import pandas as pd
 
-from connectors.base import Cursor, Page
-from pipelines.config import SourceConfig
+from connectors.base import Cursor, Page, Record
+from pipelines.config import HealthpipeConfig, SourceConfig
+from pipelines.privacy import Pseudonymiser
+from pipelines.tables import RawTable
 from pipelines.warehouse import Warehouse
 
 
@@ -16,9 +18,23 @@ class SourceAdapter(Protocol):
     source_type: str
     cursor_entity: str
     """The ``audit.source_state.entity`` under which the connector's cursor is kept."""
+    tables: tuple[RawTable, ...]
+    """The raw landing tables of this source type, one per entity."""
+    patient_level: bool
+    """True when records identify patients: such a source needs the pseudonymisation key
+    and must drop names, phones, addresses and exact birth dates before landing."""
 
-    def pages(self, source: SourceConfig, cursor: Cursor | None) -> Iterator[Page]:
-        """The connector's pages for this source."""
+    def pages(
+        self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
+    ) -> Iterator[Page]:
+        """The connector's pages for this source, starting after ``cursor``."""
+        ...
+
+    def prepare(
+        self, entity: str, records: Sequence[Record], pseudonymiser: Pseudonymiser | None
+    ) -> list[Record]:
+        """Records as they will be landed: pseudonymised and stripped of direct identifiers
+        for patient-level sources (the pseudonymiser is never None for those)."""
         ...
 
     def references(self, warehouse: Warehouse, source_name: str, entity: str) -> Mapping[str, Any]:
@@ -30,3 +46,37 @@ class SourceAdapter(Protocol):
     ) -> pd.DataFrame:
         """Add helper columns the entity's suite checks (the raw rows are not changed)."""
         ...
+
+
+class NotBuiltAdapter:
+    """A source type whose connector does not exist yet: configuring one is an error that
+    says so, instead of a crash deep in the run."""
+
+    tables: tuple[RawTable, ...] = ()
+    patient_level = False
+    cursor_entity = "cursor"
+
+    def __init__(self, source_type: str) -> None:
+        self.source_type = source_type
+
+    def pages(
+        self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
+    ) -> Iterator[Page]:
+        from pipelines.errors import HealthpipeError
+
+        raise HealthpipeError(
+            f"source {source.name}: the {self.source_type} connector is not built in this version"
+        )
+
+    def prepare(
+        self, entity: str, records: Sequence[Record], pseudonymiser: Pseudonymiser | None
+    ) -> list[Record]:
+        return list(records)
+
+    def references(self, warehouse: Warehouse, source_name: str, entity: str) -> Mapping[str, Any]:
+        return {}
+
+    def enrich(
+        self, entity: str, frame: pd.DataFrame, references: Mapping[str, Any]
+    ) -> pd.DataFrame:
+        return frame

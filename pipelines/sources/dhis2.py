@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from connectors import dhis2 as dhis2_connector
-from connectors.base import Cursor, Page
-from pipelines.config import SourceConfig
+from connectors.base import Cursor, Page, Record
+from pipelines.config import HealthpipeConfig, SourceConfig
 from pipelines.errors import HealthpipeError
 from pipelines.periods import period_type_of
+from pipelines.privacy import Pseudonymiser
+from pipelines.tables import RawTable, text_columns
 from pipelines.warehouse import Warehouse
 
 NUMERIC_VALUE_TYPES = (
@@ -25,11 +27,132 @@ NUMERIC_VALUE_TYPES = (
 )
 
 
+TABLES: tuple[RawTable, ...] = (
+    RawTable(
+        "dhis2",
+        "organisation_units",
+        text_columns(
+            "id",
+            "code",
+            "name",
+            "short_name",
+            "level",
+            "path",
+            "parent_id",
+            "opening_date",
+            "closed_date",
+            "geometry",
+            "group_ids",
+            "last_updated",
+        ),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "organisation_unit_groups",
+        text_columns(
+            "id", "code", "name", "short_name", "group_set_ids", "org_unit_ids", "last_updated"
+        ),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "organisation_unit_group_sets",
+        text_columns("id", "code", "name", "group_ids", "last_updated"),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "data_sets",
+        text_columns(
+            "id",
+            "code",
+            "name",
+            "short_name",
+            "period_type",
+            "timely_days",
+            "expiry_days",
+            "data_element_ids",
+            "org_unit_ids",
+            "last_updated",
+        ),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "complete_registrations",
+        text_columns(
+            "data_set",
+            "period",
+            "org_unit",
+            "attribute_option_combo",
+            "date",
+            "stored_by",
+            "completed",
+        ),
+        key=("data_set", "period", "org_unit", "attribute_option_combo"),
+    ),
+    RawTable(
+        "dhis2",
+        "data_elements",
+        text_columns(
+            "id",
+            "code",
+            "name",
+            "short_name",
+            "value_type",
+            "aggregation_type",
+            "domain_type",
+            "category_combo_id",
+            "last_updated",
+        ),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "category_option_combos",
+        text_columns("id", "code", "name", "category_combo_id", "last_updated"),
+        key=("id",),
+    ),
+    RawTable(
+        "dhis2",
+        "data_values",
+        (
+            *text_columns(
+                "data_element",
+                "period",
+                "org_unit",
+                "category_option_combo",
+                "attribute_option_combo",
+                "value",
+                "stored_by",
+                "created",
+                "last_updated",
+                "comment",
+            ),
+            ("followup", "boolean"),
+            ("data_set", "text"),
+        ),
+        key=(
+            "data_element",
+            "period",
+            "org_unit",
+            "category_option_combo",
+            "attribute_option_combo",
+        ),
+    ),
+)
+
+
 class Dhis2Adapter:
     source_type = "dhis2"
     cursor_entity = "files"
+    tables = TABLES
+    patient_level = False
 
-    def pages(self, source: SourceConfig, cursor: Cursor | None) -> Iterator[Page]:
+    def pages(
+        self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
+    ) -> Iterator[Page]:
         if source.path is None:
             raise HealthpipeError(
                 f"source {source.name}: reading DHIS2 over HTTP (base_url) is not built yet; "
@@ -38,6 +161,11 @@ class Dhis2Adapter:
         return dhis2_connector.read_payload_folder(
             source.path, cursor, source_name=source.name, page_size=source.page_size
         )
+
+    def prepare(
+        self, entity: str, records: Sequence[Record], pseudonymiser: Pseudonymiser | None
+    ) -> list[Record]:
+        return list(records)  # aggregate data: nothing identifies a person
 
     def references(self, warehouse: Warehouse, source_name: str, entity: str) -> Mapping[str, Any]:
         if entity not in ("data_values", "complete_registrations"):

@@ -13,7 +13,7 @@ from pipelines.audit import utc_now
 from pipelines.errors import ValidationFailed
 from pipelines.land import land_records
 from pipelines.run import ingest_source, open_warehouse
-from pipelines.tables import raw_table
+from pipelines.sources import raw_table
 from pipelines.warehouse import Warehouse
 from tests.conftest import SAMPLES, make_config
 
@@ -136,7 +136,7 @@ def test_invalid_values_are_quarantined_with_rule_and_reason(
     write_drop(drop, [org_unit], [good, *bad])
     config = make_config(warehouse_url, drop, tmp_path)
     with open_warehouse(config) as warehouse:
-        summary = ingest_source(warehouse, config.source("hmis"), run_id="run1")
+        summary = ingest_source(warehouse, config.source("hmis"), config, run_id="run1")
         counts = summary.entities["data_values"]
         assert (counts.received, counts.quarantined) == (7, 6)
         statuses = dict(
@@ -173,7 +173,7 @@ def test_invalid_values_are_quarantined_with_rule_and_reason(
 
         # A re-run lands nothing new and quarantines nothing twice.
         before = warehouse.row_count("audit.quarantine")
-        again = ingest_source(warehouse, config.source("hmis"), run_id="run2")
+        again = ingest_source(warehouse, config.source("hmis"), config, run_id="run2")
         assert again.pages == 0
         assert warehouse.row_count("audit.quarantine") == before
 
@@ -191,7 +191,7 @@ def test_the_public_samples_land_and_unknown_org_units_are_quarantined(
         (drop / name).write_bytes((SAMPLES / "dhis2" / name).read_bytes())
     config = make_config(duckdb_url, drop, tmp_path)
     with open_warehouse(config) as warehouse:
-        summary = ingest_source(warehouse, config.source("hmis"), run_id="run1")
+        summary = ingest_source(warehouse, config.source("hmis"), config, run_id="run1")
         landed = {entity: c.received for entity, c in summary.entities.items()}
         assert landed == {
             "organisation_units": 3,
@@ -228,7 +228,7 @@ def test_a_fatal_expectation_stops_the_batch(
     config = make_config(duckdb_url, drop, tmp_path)
     with open_warehouse(config) as warehouse:
         with pytest.raises(ValidationFailed, match="code_required"):
-            ingest_source(warehouse, config.source("hmis"), run_id="run1")
+            ingest_source(warehouse, config.source("hmis"), config, run_id="run1")
         assert warehouse.fetchall(
             "select validation_status from raw.dhis2__organisation_units"
         ) == [("pending",)]

@@ -74,6 +74,10 @@ def test_environment_overrides_the_warehouse(tmp_path: Path) -> None:
             "sources:\n  - {name: emr, type: fhir, path: x}\n",
             "sources[0]: a fhir source needs base_url",
         ),
+        (
+            "sources:\n  - {name: hmis, type: dhis2, path: x, forms: [household_visit]}\n",
+            "sources[0]: forms applies to odk sources, not dhis2",
+        ),
         ("sources: [\n", "not valid YAML at line 2"),
         ("- just\n- a list\n", "expected a mapping of keys"),
     ],
