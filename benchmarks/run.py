@@ -109,7 +109,8 @@ def latest_results() -> list[dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for path in sorted((HERE / "results").glob("*.json")):
         result = json.loads(path.read_text(encoding="utf-8"))
-        latest[result["scale"]] = result  # file names sort by time within a scale
+        if "scale" in result:  # pipeline runs, not the simulator's
+            latest[result["scale"]] = result  # file names sort by time within a scale
     return [latest[scale] for scale in SCALES if scale in latest]
 
 
