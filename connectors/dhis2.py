@@ -13,7 +13,9 @@ category or attribute option combo means the default one.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -253,6 +255,62 @@ def parse_data_value_set(document: Mapping[str, Any], origin: str) -> list[Recor
     return records
 
 
+# DHIS2's CSV export header; older versions wrote catoptcombo/attroptcombo.
+_CSV_COLUMNS = {
+    "dataelement": "dataElement",
+    "period": "period",
+    "orgunit": "orgUnit",
+    "categoryoptioncombo": "categoryOptionCombo",
+    "catoptcombo": "categoryOptionCombo",
+    "attributeoptioncombo": "attributeOptionCombo",
+    "attroptcombo": "attributeOptionCombo",
+    "value": "value",
+    "storedby": "storedBy",
+    "created": "created",
+    "lastupdated": "lastUpdated",
+    "comment": "comment",
+    "followup": "followup",
+    "deleted": "deleted",
+}
+
+
+def parse_data_value_csv(text: str, origin: str) -> list[Record]:
+    """A data value set in DHIS2's CSV format (header row required, as DHIS2 exports it)."""
+    rows = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = next(rows, None)
+    if header is None:
+        raise SourceFormatError(origin, "empty CSV: expected DHIS2's data value header row")
+    names = [h.strip().lower() for h in header]
+    unknown = [h for h in names if h not in _CSV_COLUMNS]
+    if "dataelement" not in names or "value" not in names:
+        raise SourceFormatError(
+            origin,
+            "not a DHIS2 data value CSV: the header needs at least dataelement, period, orgunit "
+            f"and value; found {', '.join(names) or 'nothing'}",
+            field="(header)",
+        )
+    values = []
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > len(names):
+            raise SourceFormatError(
+                origin, f"line {line} has {len(row)} cells, the header {len(names)}", record=line
+            )
+        value: dict[str, Any] = {}
+        extras: dict[str, str] = {}
+        for name, cell in zip(names, row, strict=False):
+            if name in unknown:
+                extras[name] = cell
+            elif cell != "":
+                value[_CSV_COLUMNS[name]] = cell
+        for flag in ("followup", "deleted"):
+            if flag in value:
+                value[flag] = str(value[flag]).lower() == "true"
+        values.append({**value, **extras})
+    return parse_data_value_set({"dataValues": values}, origin)
+
+
 def parse_document(document: Any, origin: str) -> dict[str, list[Record]]:
     """Split one Web API JSON document into records per entity.
 
@@ -285,6 +343,13 @@ def parse_document(document: Any, origin: str) -> dict[str, list[Record]]:
             f"{expected}; found {keys}",
         )
     return found
+
+
+def load_csv_text(path: Path, origin: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(origin, f"not UTF-8 text: {exc.reason}") from exc
 
 
 def load_json(path: Path, origin: str) -> Any:
@@ -328,7 +393,7 @@ def read_payload_folder(
         )
     seen: dict[str, str] = dict((cursor or {}).get("files", {}))
     changed: list[tuple[str, Path, str]] = []
-    for path in sorted(folder.rglob("*.json")):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".json", ".csv")):
         relative = path.relative_to(folder).as_posix()
         fingerprint = file_fingerprint(path)
         if seen.get(relative) != fingerprint:
@@ -341,6 +406,9 @@ def read_payload_folder(
     value_files: list[tuple[str, Path, str]] = []
     for relative, path, fingerprint in changed:
         origin = f"{source_name}: {path}"
+        if path.suffix.lower() == ".csv":  # DHIS2's CSV export holds data values only
+            value_files.append((relative, path, fingerprint))
+            continue
         entities = parse_document(load_json(path, origin), origin)
         if "data_values" in entities:
             value_files.append((relative, path, fingerprint))
@@ -359,7 +427,7 @@ def read_payload_folder(
     # A file is done once its last entity's last page is committed.
     remaining = {relative: len(entities) for relative, _, entities in metadata}
     for relative, _, _ in value_files:
-        remaining[relative] += 1
+        remaining[relative] = remaining.get(relative, 0) + 1
     for relative, fingerprint, _ in metadata:
         if remaining[relative] == 0:  # only collections this reader does not land
             seen[relative] = fingerprint
@@ -373,5 +441,8 @@ def read_payload_folder(
                 yield from pages(relative, entity, entities[entity], done)
     for relative, path, fingerprint in value_files:
         origin = f"{source_name}: {path}"
-        records = parse_document(load_json(path, origin), origin)["data_values"]
+        if path.suffix.lower() == ".csv":
+            records = parse_data_value_csv(load_csv_text(path, origin), origin)
+        else:
+            records = parse_document(load_json(path, origin), origin)["data_values"]
         yield from pages(relative, "data_values", records, fingerprint)

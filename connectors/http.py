@@ -229,12 +229,11 @@ class HttpClient:
                     try:
                         return parse(response)
                     except (ValueError, requests.exceptions.ChunkedEncodingError) as exc:
-                        last_problem = f"unreadable or cut-off body ({_first_line(str(exc))})"
-            except (
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
+                        last_problem = f"unreadable or cut-off body ({_first_line(str(exc), 120)})"
+            except requests.exceptions.ChunkedEncodingError as exc:
+                # The connection closed before the announced Content-Length: a cut-off body.
+                last_problem = f"cut-off body ({_first_line(str(exc), 120)})"
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 last_problem = f"{type(exc).__name__}: {_first_line(str(exc), 120)}"
             if attempt == self.policy.attempts:
                 break

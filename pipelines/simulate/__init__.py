@@ -17,6 +17,7 @@ from pipelines.simulate.context import DEFAULT_END_WEEK, DEFAULT_WEEKS, Simulati
 from pipelines.simulate.country import Country, build_country
 from pipelines.simulate.dhis2_payloads import write_dhis2
 from pipelines.simulate.fhir import write_fhir
+from pipelines.simulate.hl7 import write_hl7
 from pipelines.simulate.tabular import write_tabular
 
 Generator = Callable[[Simulation, Path], dict[str, int]]
@@ -26,6 +27,7 @@ Generator = Callable[[Simulation, Path], dict[str, int]]
 GENERATORS: dict[str, Generator] = {
     "dhis2": write_dhis2,
     "fhir": write_fhir,
+    "hl7": write_hl7,
     "community": write_community,
     "tabular": write_tabular,
 }

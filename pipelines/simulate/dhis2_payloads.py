@@ -563,14 +563,15 @@ def _write_idsr_district(
     for w, monday in enumerate(week_starts):
         period = week_id(monday)
         year = int(period.split("W")[0])
-        later = monday > outputs.base_end
-        values = outputs.value_file(IDSR_WEEKLY, year, later)
-        registrations = outputs.registration_file(IDSR_WEEKLY, year, later)
         sunday = monday + timedelta(days=6)
         for f, facility in enumerate(facilities):
             if not reporting.sent[f, w]:
                 continue
             completed = sunday + timedelta(days=int(reporting.delay_days[f, w]))
+            # A report completed after the snapshot arrives with the increment.
+            later = completed > outputs.base_end
+            values = outputs.value_file(IDSR_WEEKLY, year, later)
+            registrations = outputs.registration_file(IDSR_WEEKLY, year, later)
             stamp = _stamp(completed, 8 * 60 + int(f % 60))
             for disease in DISEASES:
                 under_5, older, deaths = counts[disease.key]
@@ -667,22 +668,25 @@ def _write_hmis_district(
     rng = sim.rng("dhis2", "hmis", district.uid)
     facilities = sim.country.facilities_in(district.uid)
     months = extended_window(sim).months()
-    last_base_month = sim.window.months()[-1] if sim.window.months() else None
+    # Corrections and deletions in the increment touch a month long reported by then.
+    base_months = sim.window.months()
+    changeable_month = base_months[-2] if len(base_months) > 1 else None
     if not months:
         return
     counts = _hmis_counts(rng, facilities, months, sim.window.start)
     reporting = _reporting(rng, len(facilities), len(months), HMIS_MONTHLY.timely_days)
     for m, (year, month) in enumerate(months):
         period = f"{year}{month:02d}"
-        later = _month_end(year, month) > outputs.base_end
-        values = outputs.value_file(HMIS_MONTHLY, year, later)
-        registrations = outputs.registration_file(HMIS_MONTHLY, year, later)
         for f, facility in enumerate(facilities):
             if not reporting.sent[f, m]:
-                if not later:
+                if _month_end(year, month) <= outputs.base_end:
                     outputs.unreported.append((facility.uid, year, month))
                 continue
             completed = _month_end(year, month) + timedelta(days=int(reporting.delay_days[f, m]))
+            # A report completed after the snapshot arrives with the increment.
+            later = completed > outputs.base_end
+            values = outputs.value_file(HMIS_MONTHLY, year, later)
+            registrations = outputs.registration_file(HMIS_MONTHLY, year, later)
             stamp = _stamp(completed, 14 * 60 + int(f % 60))
             for (de, coc), array in counts.items():
                 count = int(array[f, m])
@@ -699,7 +703,8 @@ def _write_hmis_district(
                 if count:
                     value = _value(de, period, facility.uid, coc, count, stamp)
                     values.write(value)
-                    if (year, month) == last_base_month and len(outputs.changeable) < 40:
+                    wanted = (year, month) == changeable_month and len(outputs.changeable) < 40
+                    if wanted and not later:
                         outputs.changeable.append(value)
             registrations.write(_registration(HMIS_MONTHLY, period, facility.uid, completed))
 
@@ -776,7 +781,7 @@ def _write_defects(sim: Simulation, outputs: _Outputs) -> None:
     for (kind, rule, detail, de, coc), (facility, year, month) in zip(kinds, slots, strict=False):
         period = f"{year}13" if rule == "period_valid" else f"{year}{month:02d}"
         values = outputs.value_file(HMIS_MONTHLY, year)
-        stamp = _stamp(_month_end(year, min(month, 12)) + timedelta(days=3))
+        stamp = _stamp(min(_month_end(year, month) + timedelta(days=3), outputs.base_end))
         record = _value(de, period, facility, coc, 7, stamp)
         if rule == "org_unit_known":
             record["orgUnit"] = "hpNoSuchOrg"

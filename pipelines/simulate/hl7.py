@@ -14,7 +14,8 @@ Output layout (under ``out_dir``)::
                                                window but the last four (weeks with nothing to
                                                send still get a file with ``BTS|0``)
     hl7/messages/<lab code>/<MSH-10>.hl7       the last four weeks: one message per file
-    hl7/messages/<lab code>/<MSH-10>.2.hl7     a second delivery of the same bytes (duplicate)
+    hl7/messages/<lab code>/<MSH-10>.2.hl7     a second delivery of the same bytes (duplicate;
+                                               the first may sit in a batch file)
 
     A message goes to the week of its MSH-7 (the time it was sent). Batch files are
     ``FHS BHS <messages> BTS FTS``: BTS-1 counts the messages in the batch (duplicates and
@@ -76,7 +77,7 @@ Tests and codes (LOINC for OBX-3/OBR-4, SNOMED CT for results and specimens)
     its OBR-22 when the laboratory rejects it (hours after receipt).
 
 Positivity
-    Malaria follows two rainy seasons (peaks in May and December) and a per-district
+    Malaria follows the two rainy seasons (peaks in May and December) and a per-district
     endemicity; TB about 12% (4% of positives rifampicin resistant); viral load about 80%
     suppressed; cholera and measles are rare except in clusters (a district, a few weeks),
     listed in ``truth.notes["hl7_lab_clusters"]``. These clusters are the laboratory's own;
@@ -102,6 +103,8 @@ Defects (``truth.defects``, ``source="hl7"``, ``entity="oru_r01"``; ``record`` i
     kind                   expected_rule           what
     =====================  ======================  ======================================
     malformed_message      message_complete        truncated inside OBR: no OBX, no SPM
+                                                   (the cut still ends with CR, so the next
+                                                   message of a batch stays whole)
     malformed_message      msh10_present           MSH-10 empty (file name still the id)
     malformed_message      segment_valid           a segment replaced by garbage
     malformed_message      test_code_present       the first OBX has no OBX-3
@@ -462,7 +465,6 @@ class _Cluster:
 @dataclass
 class _Stats:
     orders: int = 0
-    rejected: int = 0
     pending: int = 0
 
 
@@ -505,12 +507,16 @@ def _coded(pair: tuple[str, str]) -> str:
 
 
 def _malaria_season(day: date) -> float:
-    """Relative malaria transmission: peaks after the long rains (May) and the short rains
-    (December), as in East Africa."""
+    """Relative malaria transmission: a main peak after the long rains (May) and a smaller one
+    after the short rains (December), as in much of East Africa."""
     doy = day.timetuple().tm_yday
-    long_rains = math.cos(2 * math.pi * (doy - 140) / 365.25)
-    short_rains = math.cos(2 * math.pi * (doy - 350) / 365.25)
-    return max(0.2, 1.0 + 0.5 * long_rains + 0.25 * short_rains)
+
+    def bump(peak: float, width: float = 40.0) -> float:
+        distance = abs(doy - peak)
+        distance = min(distance, 365.25 - distance)
+        return math.exp(-0.5 * (distance / width) ** 2)
+
+    return 0.45 + 1.0 * bump(140) + 0.6 * bump(350)
 
 
 # --- planning -------------------------------------------------------------------------------------
@@ -1025,6 +1031,8 @@ def _choose_defects(deliveries: list[_Delivery], draws: _Draws, corrected: set[s
 def _corrections(
     deliveries: list[_Delivery], draws: _Draws, end: datetime
 ) -> tuple[list[_Delivery], set[str]]:
+    # Corrections come 1-14 days later: only originals sent early enough get one, so every
+    # correction is still sent inside the window.
     latest_original = end - timedelta(days=15)
     candidates = [d for d in deliveries if d.observations and d.sent <= latest_original]
     count = min(len(candidates), max(1, round(len(deliveries) * CORRECTION_SHARE)))
@@ -1133,27 +1141,13 @@ def write_hl7(sim: Simulation, out_dir: Path) -> dict[str, int]:
     """Write the laboratories' ORU^R01 messages under ``out_dir/hl7`` (layout in the module
     docstring), record defects, corrections and escapes in ``sim.truth``, return counts."""
     labs = _labs(sim.country)
-    sim.truth.notes["hl7_escapes"] = []
     clusters = _plan_clusters(sim, labs)
     window = sim.window
     end = datetime(window.end.year, window.end.month, window.end.day) + timedelta(days=1)
-    stats = _Stats()
-    deliveries: list[_Delivery] = []
-    for lab in labs:
-        generator = _LabGenerator(sim, lab, clusters)
-        send_delay = _Draws(sim.rng("hl7", "send", lab.code))
-        for order in generator.orders():
-            stats.orders += 1
-            stats.rejected += bool(order.reject_reason)
-            sent = order.resulted + timedelta(minutes=send_delay.log_normal(20, 1.0, 2, 720))
-            if sent >= end:
-                stats.pending += 1
-                continue
-            deliveries.append(_Delivery(order, sent, order.resulted, order.observations))
+    deliveries, stats = _originals(sim, labs, clusters, end)
 
     draws = _Draws(sim.rng("hl7", "defects"))
     corrections, corrected = _corrections(deliveries, draws, end)
-    corrections = [c for c in corrections if c.sent < end]
     _choose_defects(deliveries, draws, corrected)
     _choose_escaped_comments(deliveries, draws, corrected)
     everything = sorted(
@@ -1161,43 +1155,19 @@ def write_hl7(sim: Simulation, out_dir: Path) -> dict[str, int]:
         key=lambda d: (d.order.lab.code, d.sent, d.order.filler, d.corrected),
     )
     _number(everything)
-    by_filler = {d.order.filler: d for d in deliveries}
     for delivery in deliveries:
         if delivery.defect == RULE_LOINC_KNOWN:
             delivery.observations = _with_local_code(delivery)
         elif delivery.defect == RULE_ORG_UNIT_KNOWN:
             delivery.order = _unregistered_facility(delivery.order, draws.integer(0, 10))
 
+    sim.truth.notes["hl7_escapes"] = []
     writer = _Writer(sim, labs)
     for delivery in everything:
-        text = "".join(s + "\r" for s in _apply_defect(_render(delivery), delivery, draws))
-        path, position = writer.place(delivery, text)
-        _record(sim, delivery, path, position)
-        if delivery.defect == RULE_DUPLICATE:
-            path, position = _place_duplicate(writer, delivery, text, draws)
-            _record_defect(
-                sim,
-                RULE_DUPLICATE,
-                "duplicate",
-                path,
-                position,
-                delivery.msh10,
-                "the same message delivered a second time",
-            )
+        _deliver(sim, writer, delivery, draws)
     writer.write(out_dir)
 
-    sim.truth.notes["hl7_corrections"] = [
-        {
-            "lab": c.order.lab.code,
-            "filler_order": c.order.filler.split("^")[0],
-            "test": c.observations[0].code,
-            "original_msh10": by_filler[c.order.filler].msh10,
-            "corrected_msh10": c.msh10,
-            "old_value": by_filler[c.order.filler].observations[0].value,
-            "new_value": c.observations[0].value,
-        }
-        for c in sorted(corrections, key=lambda c: c.msh10)
-    ]
+    sim.truth.notes["hl7_corrections"] = _correction_notes(deliveries, corrections)
     sim.truth.notes["hl7_lab_clusters"] = [
         {
             "disease": c.disease,
@@ -1224,6 +1194,64 @@ def write_hl7(sim: Simulation, out_dir: Path) -> dict[str, int]:
     counts["files"] = counts["batch_files"] + counts["message_files"]
     sim.truth.notes["hl7_summary"] = counts
     return counts
+
+
+def _originals(
+    sim: Simulation, labs: list[OrgUnit], clusters: list[_Cluster], end: datetime
+) -> tuple[list[_Delivery], _Stats]:
+    """The first report of every order resulted, and sent, before the window ends."""
+    stats = _Stats()
+    deliveries: list[_Delivery] = []
+    for lab in labs:
+        generator = _LabGenerator(sim, lab, clusters)
+        send_delay = _Draws(sim.rng("hl7", "send", lab.code))
+        for order in generator.orders():
+            stats.orders += 1
+            sent = order.resulted + timedelta(minutes=send_delay.log_normal(20, 1.0, 2, 720))
+            if sent >= end:
+                stats.pending += 1
+                continue
+            deliveries.append(_Delivery(order, sent, order.resulted, order.observations))
+    return deliveries, stats
+
+
+def _deliver(sim: Simulation, writer: _Writer, delivery: _Delivery, draws: _Draws) -> None:
+    """Render one message (damaged if it carries a defect), file it, and record the truth."""
+    text = "".join(s + "\r" for s in _apply_defect(_render(delivery), delivery, draws))
+    path, position = writer.place(delivery, text)
+    _record(sim, delivery, path, position)
+    if delivery.defect == RULE_DUPLICATE:
+        path, position = _place_duplicate(writer, delivery, text, draws)
+        _record_defect(
+            sim,
+            RULE_DUPLICATE,
+            "duplicate",
+            path,
+            position,
+            delivery.msh10,
+            "the same message delivered a second time",
+        )
+
+
+def _correction_notes(
+    originals: list[_Delivery], corrections: list[_Delivery]
+) -> list[dict[str, str]]:
+    by_filler = {d.order.filler: d for d in originals}
+    notes = []
+    for correction in sorted(corrections, key=lambda c: c.msh10):
+        original = by_filler[correction.order.filler]
+        notes.append(
+            {
+                "lab": correction.order.lab.code,
+                "filler_order": correction.order.filler.split("^")[0],
+                "test": correction.observations[0].code,
+                "original_msh10": original.msh10,
+                "corrected_msh10": correction.msh10,
+                "old_value": original.observations[0].value,
+                "new_value": correction.observations[0].value,
+            }
+        )
+    return notes
 
 
 def _number(deliveries: list[_Delivery]) -> None:

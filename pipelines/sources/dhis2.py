@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 
 from connectors import dhis2 as dhis2_connector
 from connectors.base import Cursor, Page, Record
+from connectors.dhis2_api import DEFAULT_START, Dhis2ApiSettings, read_api
+from connectors.http import Credentials, HttpClient
 from pipelines.config import HealthpipeConfig, SourceConfig
-from pipelines.errors import HealthpipeError
 from pipelines.periods import period_type_of
 from pipelines.privacy import Pseudonymiser
 from pipelines.tables import RawTable, text_columns
@@ -153,14 +156,39 @@ class Dhis2Adapter:
     def pages(
         self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
     ) -> Iterator[Page]:
-        if source.path is None:
-            raise HealthpipeError(
-                f"source {source.name}: reading DHIS2 over HTTP (base_url) is not built yet; "
-                "give `path:` a folder of Web API JSON exports"
+        if source.base_url is None:
+            assert source.path is not None  # the config requires one of the two
+            return dhis2_connector.read_payload_folder(
+                source.path, cursor, source_name=source.name, page_size=source.page_size
             )
-        return dhis2_connector.read_payload_folder(
-            source.path, cursor, source_name=source.name, page_size=source.page_size
+        return self._read_api(source, cursor)
+
+    def _read_api(self, source: SourceConfig, cursor: Cursor | None) -> Iterator[Page]:
+        credentials = Credentials.from_env(
+            os.environ,
+            username_env=source.username_env,
+            password_env=source.password_env,
+            token_env=source.token_env,
+            token_scheme="apitoken",
+            source=source.name,
         )
+        settings = Dhis2ApiSettings(
+            source_name=source.name,
+            data_sets=source.data_sets,
+            org_units=source.org_units,
+            start_date=source.start_date or DEFAULT_START,
+            value_format=source.format,
+            page_size=min(source.page_size, 1000),
+            overlap=timedelta(seconds=source.overlap_seconds),
+        )
+        base_url = f"{source.base_url}".rstrip("/") + "/"
+        with HttpClient(
+            base_url,
+            source=source.name,
+            credentials=credentials,
+            timeout=(10.0, source.timeout_seconds),
+        ) as client:
+            yield from read_api(client, settings, cursor)
 
     def prepare(
         self, entity: str, records: Sequence[Record], pseudonymiser: Pseudonymiser | None
