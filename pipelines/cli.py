@@ -148,6 +148,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from pipelines.sandbox.server import run_sandbox_cli
+
+    return run_sandbox_cli(Path(args.data) if args.data else None, args.port, args.faults)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="healthpipe",
@@ -199,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", action="append", metavar="NAME", help="only this source (repeatable)"
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve a simulated country over the real source APIs (DHIS2, FHIR, ODK, Kobo)",
+        description="Serve a `healthpipe simulate` folder on localhost over the DHIS2 Web API, "
+        "FHIR R4 (search and Bulk Data), ODK Central OData and KoboToolbox v2, with optional "
+        "fault injection. Prints the base URLs and credentials, then serves until Ctrl+C.",
+    )
+    sandbox.add_argument(
+        "--data", help="a folder written by `healthpipe simulate` (default: simulate one now)"
+    )
+    sandbox.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    sandbox.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="inject faults, e.g. 429:0.05,503:0.05,reset:0.02,slow:0.02,truncate:0.01,seed=1",
+    )
+    sandbox.set_defaults(handler=cmd_sandbox)
     return parser
 
 

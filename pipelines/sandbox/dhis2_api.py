@@ -40,11 +40,19 @@ Endpoints (every path also answers with an API version, ``/dhis2/api/40/...``):
     ``dataSet``, ``period`` or ``startDate``/``endDate`` (or ``created``: registered at or
     after), ``orgUnit`` + ``children``; answers ``{"completeDataSetRegistrations": [...]}``.
 
-What is served is what the files hold. A value belongs to the data set of the file it is in.
-Values whose org unit is missing or not in the metadata (the simulator's planted defects) come
-with any request that covers the whole hierarchy (a level-1 org unit with ``children=true``),
-so a pipeline pulling by ``lastUpdated`` meets them as it would in a file import; values whose
-period is not a DHIS2 period match only ``lastUpdated`` or that exact ``period``.
+What is served is what the files hold, as a DHIS2 server would hold it. A value belongs to the
+data set of the file it is in. Values a DHIS2 server could not store at all, because their org
+unit is missing or not in the hierarchy or their period is not a DHIS2 period (planted defects
+of the files), are never served; the other planted defects (unknown data element or category
+option combo, a missing or non-numeric value, an exact duplicate) come through as a
+misconfigured server would export them.
+
+Increments: the simulator writes what changes after its window under
+``increments/<n>/dhis2/`` (new weeks, corrections, deletions). The sandbox starts with the base
+data; applying increment ``n`` (``Sandbox.apply_increment(n)``, or ``POST
+/_sandbox/increments/<n>``) serves the server as it is afterwards: corrected values replace
+the old ones, deleted ones come only with ``includeDeleted=true``, so an incremental pull by
+``lastUpdated`` sees exactly the changes.
 
 Auth: HTTP Basic (``admin`` / ``district`` by default) or ``Authorization: ApiToken
 d2pat_...``. Errors are DHIS2's ``{"httpStatus", "httpStatusCode", "status", "message"}``.
@@ -76,7 +84,7 @@ from pipelines.sandbox.routing import (
 )
 
 JSON = "application/json;charset=UTF-8"
-CSV = "application/csv;charset=UTF-8"  # what DHIS2 sends for .csv exports
+CSV = "application/csv; charset=UTF-8"  # DHIS2 ContextUtils.CONTENT_TYPE_CSV
 CSV_HEADER = (
     "dataelement", "period", "orgunit", "categoryoptioncombo", "attributeoptioncombo", "value",
     "storedby", "lastupdated", "comment", "followup", "deleted",
@@ -114,13 +122,68 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
+def _period(period_id: str | None) -> Period | None:
+    if not period_id:
+        return None
+    try:
+        return parse_period(period_id)
+    except PeriodError:
+        return None
+
+
+def _value_key(value: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a data value in DHIS2: a later copy replaces the earlier one."""
+    return tuple(
+        value.get(k)
+        for k in ("dataElement", "period", "orgUnit", "categoryOptionCombo", "attributeOptionCombo")
+    )
+
+
+def _registration_key(registration: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        registration.get(k)
+        for k in ("dataSet", "period", "organisationUnit", "attributeOptionCombo")
+    )
+
+
+def _merge(
+    rows: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> list[dict[str, Any]]:
+    """``rows`` after ``changes``: a change replaces every row with its key (in place, so
+    the order stays stable), or is appended when its key is new."""
+    positions: dict[tuple[Any, ...], list[int]] = {}
+    for index, row in enumerate(rows):
+        positions.setdefault(key(row), []).append(index)
+    merged = list(rows)
+    for change in changes:
+        found = positions.get(key(change))
+        if found:
+            for index in found:
+                merged[index] = change
+        else:
+            positions[key(change)] = [len(merged)]
+            merged.append(change)
+    return merged
+
+
 class Dhis2Store:
     """The ``dhis2/`` folder, read lazily and cached: metadata on first use, data values one
-    data set at a time."""
+    data set at a time.
 
-    def __init__(self, root: Path) -> None:
+    ``increment`` (0 by default) serves the server as it is after the simulator's
+    ``increments/1`` ... ``increments/<n>`` folders: their values replace base values with
+    the same key (corrections, deletions marked ``"deleted": true``) or add new ones; their
+    registrations likewise. Metadata does not change.
+    """
+
+    def __init__(self, root: Path, increments: Path | None = None) -> None:
         self.root = root
-        self._lock = threading.Lock()
+        self.increments_root = increments
+        self.increment = 0
+        # Re-entrant: loading values reads the metadata (data set codes) under the same lock.
+        self._lock = threading.RLock()
         self._metadata: dict[str, list[dict[str, Any]]] | None = None
         self._values: dict[str, list[_Value]] = {}
         self._registrations: dict[str, list[dict[str, Any]]] = {}
@@ -128,6 +191,35 @@ class Dhis2Store:
     @property
     def available(self) -> bool:
         return self.root.is_dir()
+
+    def available_increments(self) -> list[int]:
+        """The increment numbers with a ``dhis2/`` folder (``increments/<n>/dhis2``)."""
+        if self.increments_root is None or not self.increments_root.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.increments_root.iterdir()
+            if p.name.isdigit() and (p / "dhis2").is_dir()
+        )
+
+    def set_increment(self, number: int) -> None:
+        """Serve the base data plus increments 1..``number`` (0: the base alone)."""
+        if number and number not in self.available_increments():
+            raise ValueError(f"no DHIS2 increment {number} (have {self.available_increments()})")
+        with self._lock:
+            self.increment = number
+            self._values.clear()
+            self._registrations.clear()
+
+    def _roots(self) -> list[Path]:
+        roots = [self.root]
+        if self.increments_root is not None:
+            roots += [
+                self.increments_root / str(n) / "dhis2"
+                for n in self.available_increments()
+                if n <= self.increment
+            ]
+        return roots
 
     def metadata(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
@@ -144,7 +236,7 @@ class Dhis2Store:
     def by_id(self, collection: str) -> dict[str, dict[str, Any]]:
         return {item["id"]: item for item in self.metadata().get(collection, []) if "id" in item}
 
-    def _files_by_data_set(self, folder: str) -> dict[str, list[Path]]:
+    def _files_by_data_set(self, folder: Path) -> dict[str, list[Path]]:
         """Files are named ``<data set code>_<year>.json``; a name that matches no data set
         code is opened to read its ``dataSet``."""
         codes = {
@@ -153,7 +245,7 @@ class Dhis2Store:
             if "id" in ds
         }
         files: dict[str, list[Path]] = {}
-        for path in sorted((self.root / folder).glob("*.json")):
+        for path in sorted(folder.glob("*.json")):
             uid = codes.get(path.stem.rsplit("_", 1)[0].lower())
             if uid is None:
                 document = json.loads(path.read_text(encoding="utf-8"))
@@ -162,61 +254,66 @@ class Dhis2Store:
                 files.setdefault(uid, []).append(path)
         return files
 
+    def _documents(self, folder: str, data_set: str, key: str) -> list[list[dict[str, Any]]]:
+        """The rows of each layer (base, then each applied increment) for one data set."""
+        layers = []
+        for root in self._roots():
+            rows: list[dict[str, Any]] = []
+            for path in self._files_by_data_set(root / folder).get(data_set, []):
+                rows += json.loads(path.read_text(encoding="utf-8")).get(key, [])
+            layers.append(rows)
+        return layers
+
     def values(self, data_set: str) -> list[_Value]:
         with self._lock:
             if data_set not in self._values:
-                rows: list[_Value] = []
+                base, *changes = self._documents("dataValueSets", data_set, "dataValues")
+                for layer in changes:
+                    base = _merge(base, layer, _value_key)
                 stamps: dict[str, datetime | None] = {}
-                for path in self._files_by_data_set("dataValueSets").get(data_set, []):
-                    document = json.loads(path.read_text(encoding="utf-8"))
-                    for value in document.get("dataValues", []):
-                        stamp = value.get("lastUpdated")
-                        if isinstance(stamp, str) and stamp not in stamps:
-                            stamps[stamp] = parse_timestamp(stamp)
-                        rows.append(
-                            _Value(
-                                value.get("orgUnit"),
-                                value.get("period"),
-                                value.get("dataElement"),
-                                stamps.get(stamp) if isinstance(stamp, str) else None,
-                                value.get("deleted") is True,
-                                json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-                            )
+                rows: list[_Value] = []
+                units = self.by_id("organisationUnits")
+                for value in base:
+                    if value.get("orgUnit") not in units or _period(value.get("period")) is None:
+                        continue  # a DHIS2 server cannot hold it (see the module docstring)
+                    stamp = value.get("lastUpdated")
+                    if isinstance(stamp, str) and stamp not in stamps:
+                        stamps[stamp] = parse_timestamp(stamp)
+                    rows.append(
+                        _Value(
+                            value.get("orgUnit"),
+                            value.get("period"),
+                            value.get("dataElement"),
+                            stamps.get(stamp) if isinstance(stamp, str) else None,
+                            value.get("deleted") is True,
+                            json.dumps(value, ensure_ascii=False, separators=(",", ":")),
                         )
+                    )
                 self._values[data_set] = rows
             return self._values[data_set]
 
     def registrations(self, data_set: str) -> list[dict[str, Any]]:
         with self._lock:
             if data_set not in self._registrations:
-                rows: list[dict[str, Any]] = []
-                paths = self._files_by_data_set("completeDataSetRegistrations").get(data_set, [])
-                for path in paths:
-                    document = json.loads(path.read_text(encoding="utf-8"))
-                    rows += document.get("completeDataSetRegistrations", [])
-                self._registrations[data_set] = rows
+                base, *changes = self._documents(
+                    "completeDataSetRegistrations", data_set, "completeDataSetRegistrations"
+                )
+                for layer in changes:
+                    base = _merge(base, layer, _registration_key)
+                units = self.by_id("organisationUnits")
+                self._registrations[data_set] = [
+                    r
+                    for r in base
+                    if r.get("organisationUnit") in units and _period(r.get("period")) is not None
+                ]
             return self._registrations[data_set]
 
 
 # --- selection helpers ---------------------------------------------------------------------
 
 
-def _period(period_id: str | None) -> Period | None:
-    if not period_id:
-        return None
-    try:
-        return parse_period(period_id)
-    except PeriodError:
-        return None
-
-
 def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() == "true"
-
-
-class _OrgUnitSelection(NamedTuple):
-    units: set[str]
-    orphans: bool  # include values whose org unit is missing or unknown
 
 
 class _PeriodSelection(NamedTuple):
@@ -230,7 +327,9 @@ class _PeriodSelection(NamedTuple):
         if self.start is None or self.end is None:
             return True
         period = _period(period_id)
-        return period is not None and period.start_date >= self.start and period.end_date <= self.end
+        return (
+            period is not None and period.start_date >= self.start and period.end_date <= self.end
+        )
 
 
 class Dhis2Api:
@@ -343,11 +442,13 @@ class Dhis2Api:
             "pageSize": size,
         }
         if page < page_count:
-            pager["nextPage"] = request.url_with(page=page + 1)
+            pager["nextPage"] = request.url_with({"page": page + 1})
         if page > 1:
-            pager["prevPage"] = request.url_with(page=min(page - 1, max(page_count, 1)))
+            pager["prevPage"] = request.url_with({"page": min(page - 1, max(page_count, 1))})
         chunk = selected[(page - 1) * size : page * size]
-        return json_response({"pager": pager, name: [project(item) for item in chunk]}, content_type=JSON)
+        return json_response(
+            {"pager": pager, name: [project(item) for item in chunk]}, content_type=JSON
+        )
 
     def metadata_object(self, request: Request) -> Response:
         """``GET /api/<collection>/<id>``: one metadata object."""
@@ -367,19 +468,17 @@ class Dhis2Api:
         data_sets = self._data_sets(request)
         elements = set(request.args("dataElement")) or None
         if not data_sets and elements is None:
-            data_sets = []
-            if not elements:
-                raise self.conflict(
-                    "At least one valid data set or data element group must be specified",
-                    "E2001",
-                )
+            raise self.conflict(
+                "At least one valid data set or data element group must be specified", "E2001"
+            )
         last_updated = self._timestamp(request, "lastUpdated")
         periods = self._periods(request, allow_last_updated=last_updated is not None)
         units = self._org_units(request)
         include_deleted = _truthy(request.arg("includeDeleted"))
-        limit = self._positive_int(request.arg("limit"), "limit", 0) if request.arg("limit") else None
+        limit = (
+            self._positive_int(request.arg("limit"), "limit", 0) if request.arg("limit") else None
+        )
         pools = data_sets or list(self.store.by_id("dataSets"))
-        known = self.store.by_id("organisationUnits")
         chosen: list[_Value] = []
         for data_set in pools:
             for value in self.store.values(data_set):
@@ -393,9 +492,7 @@ class Dhis2Api:
                     continue
                 if not periods.matches(value.period):
                     continue
-                if value.org_unit in units.units:
-                    pass
-                elif not (units.orphans and (value.org_unit is None or value.org_unit not in known)):
+                if value.org_unit not in units:
                     continue
                 chosen.append(value)
                 if limit is not None and len(chosen) >= limit:
@@ -431,14 +528,10 @@ class Dhis2Api:
         created = self._timestamp(request, "created")
         periods = self._periods(request, allow_last_updated=created is not None)
         units = self._org_units(request)
-        known = self.store.by_id("organisationUnits")
         chosen = []
         for data_set in data_sets:
             for registration in self.store.registrations(data_set):
-                org_unit = registration.get("organisationUnit")
-                if org_unit not in units.units and not (
-                    units.orphans and (org_unit is None or org_unit not in known)
-                ):
+                if registration.get("organisationUnit") not in units:
                     continue
                 if not periods.matches(registration.get("period")):
                     continue
@@ -476,14 +569,11 @@ class Dhis2Api:
         return [uid for uid in request.args("dataSet") if uid in known]
 
     def _periods(self, request: Request, *, allow_last_updated: bool) -> _PeriodSelection:
+        # Exact identifiers, as DHIS2 matches them: 2025Q3 does not select weekly values.
         requested = request.args("period")
-        valid = {p for p in requested if _period(p) is not None}
-        # A period that is not a DHIS2 identifier is still matched exactly: the files may
-        # hold such values (planted defects) and a client may ask for them by name.
-        exact = set(requested) if requested else None
+        if requested:
+            return _PeriodSelection(set(requested), None, None)
         start_text, end_text = request.arg("startDate"), request.arg("endDate")
-        if requested and (valid or not (start_text or end_text or allow_last_updated)):
-            return _PeriodSelection(exact, None, None)
         if start_text or end_text:
             if not (start_text and end_text):
                 raise self.conflict("Start date and end date must be specified", "E2002")
@@ -493,8 +583,6 @@ class Dhis2Api:
             if start > end:
                 raise self.conflict("Start date must be before end date", "E2003")
             return _PeriodSelection(None, start.date(), end.date())
-        if requested:
-            return _PeriodSelection(exact, None, None)
         if allow_last_updated:
             return _PeriodSelection(None, None, None)
         raise self.conflict(
@@ -503,7 +591,7 @@ class Dhis2Api:
             "E2002",
         )
 
-    def _org_units(self, request: Request) -> _OrgUnitSelection:
+    def _org_units(self, request: Request) -> set[str]:
         units = self.store.by_id("organisationUnits")
         requested = [uid for uid in request.args("orgUnit") if uid in units]
         groups = self.store.by_id("organisationUnitGroups")
@@ -515,16 +603,14 @@ class Dhis2Api:
                 "At least one valid organisation unit or organisation unit group must be specified",
                 "E2006",
             )
-        if not _truthy(request.arg("children")):
-            return _OrgUnitSelection(set(requested), False)
         roots = set(requested)
-        chosen = {
+        if not _truthy(request.arg("children")):
+            return roots
+        return {
             uid
             for uid, unit in units.items()
             if uid in roots or any(f"/{root}/" in f"{unit.get('path', '')}/" for root in roots)
         }
-        top = any(units[uid].get("level") == 1 for uid in roots)
-        return _OrgUnitSelection(chosen, top)
 
     @staticmethod
     def _wants_csv(request: Request) -> bool:
@@ -626,14 +712,14 @@ def _compare(actual: Any, op: str, expected: str) -> bool:
         }
         return checks[op](left, right)
     text, pattern = str(actual), expected
-    if op.startswith("i") or op.startswith("$i") or op == "ilike$":
+    if "ilike" in op:
         text, pattern = text.lower(), pattern.lower()
-    bare = op.replace("i", "", 1) if "ilike" in op else op
-    if bare == "like":
+    kind = op.replace("ilike", "like")
+    if kind == "like":
         return pattern in text
-    if bare == "$like":
+    if kind == "$like":
         return text.startswith(pattern)
-    if bare == "like$":
+    if kind == "like$":
         return text.endswith(pattern)
     raise ValueError(op)
 
@@ -663,7 +749,21 @@ def _filter_test(
 ) -> Callable[[dict[str, Any]], bool]:
     negated = op.startswith("!") or op in ("ne", "neq")
     bare = {"ne": "eq", "neq": "eq"}.get(op, op.lstrip("!"))
-    known = {"eq", "like", "$like", "like$", "ilike", "$ilike", "ilike$", "in", "gt", "ge", "lt", "le", "null"}
+    known = {
+        "eq",
+        "like",
+        "$like",
+        "like$",
+        "ilike",
+        "$ilike",
+        "ilike$",
+        "in",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "null",
+    }
     if bare not in known:
         raise ApiError(_error_409(f"Unsupported filter operator in: {text}"))
     if bare == "in":
@@ -701,5 +801,10 @@ def _order_objects(items: list[dict[str, Any]], spec: str) -> list[dict[str, Any
 
 
 def _error_409(message: str) -> Response:
-    document = {"httpStatus": "Conflict", "httpStatusCode": 409, "status": "ERROR", "message": message}
+    document = {
+        "httpStatus": "Conflict",
+        "httpStatusCode": 409,
+        "status": "ERROR",
+        "message": message,
+    }
     return json_response(document, 409, JSON)

@@ -87,7 +87,9 @@ class FaultConfig:
         return any(rate > 0 for rate in self.rates.values())
 
     def describe(self) -> str:
-        rates = ",".join(f"{kind}:{self.rates[kind]:g}" for kind in FAULT_KINDS if kind in self.rates)
+        rates = ",".join(
+            f"{kind}:{self.rates[kind]:g}" for kind in FAULT_KINDS if kind in self.rates
+        )
         return f"{rates},seed={self.seed},retry_after={self.retry_after},slow_seconds={self.slow_seconds:g}"
 
 

@@ -49,15 +49,15 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
-    def url_with(self, path: str | None = None, **changes: str | int | None) -> str:
+    def url_with(self, changes: Mapping[str, str | int | None] | None = None) -> str:
         """This request's URL with some parameters replaced (``None`` removes one): how
         paging links are built, keeping every other parameter the client sent."""
         query: dict[str, list[str]] = {key: list(values) for key, values in self.query.items()}
-        for key, value in changes.items():
+        for key, value in (changes or {}).items():
             query.pop(key, None)
             if value is not None:
                 query[key] = [str(value)]
-        return build_url(self.base_url + (path if path is not None else self.path), query)
+        return build_url(self.base_url + self.path, query)
 
 
 def build_url(base: str, query: Mapping[str, Sequence[str]]) -> str:
@@ -134,7 +134,9 @@ class Api(Protocol):
         """``None`` when the request may proceed, else the protocol's 401 response."""
         ...
 
-    def error(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    def error(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> Response:
         """The protocol's error document for ``status``."""
         ...
 
