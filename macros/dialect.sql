@@ -55,3 +55,17 @@
 {% macro duckdb__hp_unnest_json_text_array(expression) -%}
     unnest(from_json({{ expression }}, '["VARCHAR"]'))
 {%- endmacro %}
+
+{#- The text at a path inside a JSON document held as text; path is a list of keys,
+    e.g. hp_json_text('payload', ['household', 'members']). Null when absent. -#}
+{% macro hp_json_text(expression, path) -%}
+    {{ return(adapter.dispatch('hp_json_text', 'healthpipe')(expression, path)) }}
+{%- endmacro %}
+
+{% macro default__hp_json_text(expression, path) -%}
+    (cast({{ expression }} as jsonb) #>> '{ {{- path | join(',') -}} }')
+{%- endmacro %}
+
+{% macro duckdb__hp_json_text(expression, path) -%}
+    json_extract_string({{ expression }}, '$.{{ path | map('tojson') | join('.') }}')
+{%- endmacro %}
