@@ -124,3 +124,54 @@ def test_increment_holds_later_weeks_corrections_and_deletions(tmp_path: Path) -
             assert v["value"] != base[key]["value"] and v["lastUpdated"] > base[key]["lastUpdated"]
         if key in deleted:
             assert v["deleted"] is True
+
+
+def test_every_generator_is_deterministic(tmp_path: Path) -> None:
+    """All sources together, twice with the same seed: byte-identical trees."""
+    for name in ("a", "b"):
+        simulate(tmp_path / name, seed=11, country=small_country(), weeks=20)
+    first, second = files_of(tmp_path / "a"), files_of(tmp_path / "b")
+    assert first == second
+    for source in ("dhis2", "dhis2_csv", "fhir", "hl7", "odk", "kobo", "tabular"):
+        assert any(path.startswith(f"{source}/") for path in first), source
+
+
+def test_dhis2_documents_have_the_web_api_shapes(tmp_path: Path) -> None:
+    folder = run(tmp_path)
+    metadata = folder / "dhis2" / "metadata"
+    required = {
+        "organisationUnits": {"id", "name", "shortName", "level", "path", "openingDate"},
+        "dataElements": {
+            "id",
+            "name",
+            "valueType",
+            "aggregationType",
+            "domainType",
+            "categoryCombo",
+        },
+        "categoryOptionCombos": {"id", "name", "categoryCombo", "categoryOptions"},
+        "dataSets": {
+            "id",
+            "name",
+            "periodType",
+            "timelyDays",
+            "dataSetElements",
+            "organisationUnits",
+        },
+        "organisationUnitGroups": {"id", "name", "organisationUnits"},
+    }
+    for collection, keys in required.items():
+        items = json.loads((metadata / f"{collection}.json").read_text())[collection]
+        assert items and all(keys <= set(item) for item in items), collection
+    value_keys = {"dataElement", "period", "orgUnit", "categoryOptionCombo", "attributeOptionCombo"}
+    for path in (folder / "dhis2" / "dataValueSets").glob("*.json"):
+        document = json.loads(path.read_text())
+        assert set(document) == {"dataSet", "dataValues"}
+        for value in document["dataValues"]:
+            assert isinstance(value.get("value", ""), str)
+            assert value_keys - {"orgUnit"} <= set(value)
+    for path in (folder / "dhis2" / "completeDataSetRegistrations").glob("*.json"):
+        for registration in json.loads(path.read_text())["completeDataSetRegistrations"]:
+            assert {"dataSet", "period", "organisationUnit", "date", "completed"} <= set(
+                registration
+            )
