@@ -5,8 +5,9 @@ of every type, built from a day spine); tests compare the two.
 
 Rules (DHIS2 ``PeriodType`` classes): week numbers have no leading zero; for every week-start
 day, week 1 is the week that holds 4 January, so a week belongs to the year of its fourth day
-(start + 3 days); financial years and ``AprilS`` six-months are labelled by the year they
-start in; end dates are inclusive.
+(start + 3 days); a bi-week is two ISO weeks starting on an odd one (26 a year); financial
+years and ``AprilS`` six-months are labelled by the year they start in; end dates are
+inclusive.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ PERIOD_TYPES: tuple[str, ...] = (
     "WeeklyThursday",
     "WeeklySaturday",
     "WeeklySunday",
+    "BiWeekly",
     "Monthly",
     "BiMonthly",
     "Quarterly",
@@ -54,6 +56,7 @@ PERIOD_TYPES: tuple[str, ...] = (
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("daily", re.compile(r"^(\d{4})(\d{2})(\d{2})$")),
     ("weekly", re.compile(r"^(\d{4})(Wed|Thu|Sat|Sun)?W([1-9]\d?)$")),
+    ("biweekly", re.compile(r"^(\d{4})BiW([1-9]\d?)$")),
     ("monthly", re.compile(r"^(\d{4})(\d{2})$")),
     ("bimonthly", re.compile(r"^(\d{4})(\d{2})B$")),
     ("quarterly", re.compile(r"^(\d{4})Q([1-4])$")),
@@ -122,6 +125,14 @@ def _build(kind: str, year: int, match: re.Match[str], period_id: str) -> Period
         if (start + timedelta(days=3)).year != year:
             raise ValueError(f"{year} has no week {week} of type {period_type}")
         return Period(period_id, period_type, start, start + timedelta(days=6))
+    if kind == "biweekly":
+        # Bi-week n is ISO weeks 2n-1 and 2n; DHIS2 generates 26 a year, so in a 53-week
+        # year week 53 belongs to no bi-week.
+        number = int(match.group(2))
+        if number > 26:
+            raise ValueError(f"bi-week {number} is not 1 to 26")
+        start = week_one_start(year, 1) + timedelta(weeks=2 * (number - 1))
+        return Period(period_id, "BiWeekly", start, start + timedelta(days=13))
     if kind == "monthly":
         month = int(match.group(2))
         if not 1 <= month <= 12:

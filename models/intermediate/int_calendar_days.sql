@@ -47,6 +47,12 @@ select
         || cast(cast(floor((extract(doy from start_{{ period_type | lower }} + 3) - 1) / 7.0) as integer) + 1 as varchar)
         as {{ period_type | lower }}_id,
     {%- endfor %}
+    -- bi-week n = ISO weeks 2n-1 and 2n; DHIS2 makes 26 a year, so ISO week 53 has none
+    case
+        when cast(floor((extract(doy from start_weekly + 3) - 1) / 7.0) as integer) + 1 <= 52
+        then cast(cast(extract(year from start_weekly + 3) as integer) as varchar) || 'BiW'
+            || cast(cast(floor(floor((extract(doy from start_weekly + 3) - 1) / 7.0) / 2) as integer) + 1 as varchar)
+    end as biweekly_id,
     cast(y * 100 + m as varchar) as monthly_id,
     cast(y * 100 + cast(floor((m - 1) / 2.0) as integer) + 1 as varchar) || 'B' as bimonthly_id,
     cast(y as varchar) || 'Q' || cast(cast(floor((m - 1) / 3.0) as integer) + 1 as varchar) as quarterly_id,

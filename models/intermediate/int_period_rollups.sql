@@ -1,8 +1,9 @@
 {#- Which coarser periods each period rolls up into (and itself, so every period type at or
     above a value's own is reachable with one join).
-    A period rolls into a coarser one that contains it; a week rolls into the month, quarter or
-    year that holds its fourth day (start + 3 days), which is DHIS2's rule for straddling weeks.
-    Weeks of one flavour never roll into weeks of another. -#}
+    A period rolls into a coarser one that contains it. A week or bi-week rolls into the month,
+    quarter or year that holds its fourth day (start + anchor_days), DHIS2's rule for periods
+    that straddle a boundary. Weeks of one flavour never roll into weeks of another; ISO weeks
+    roll into ISO bi-weeks. -#}
 {{ config(materialized='table') }}
 
 with periods as (
@@ -13,8 +14,8 @@ with periods as (
         p.start_date,
         p.end_date,
         t.frequency_order,
-        t.is_weekly,
-        case when t.is_weekly then p.start_date + 3 else p.start_date end as anchor_day
+        t.anchor_days > 0 as is_anchored,
+        p.start_date + t.anchor_days as anchor_day
     from {{ ref('int_periods') }} as p
     join {{ ref('period_types') }} as t on t.period_type = p.period_type
 
@@ -33,8 +34,13 @@ coarser as (
         on target.period_id = c.period_id
         and target.period_type = c.period_type
     where target.frequency_order > p.frequency_order
-      and not target.is_weekly
-      and (p.is_weekly or target.end_date >= p.end_date)
+      and (
+          -- days, months, quarters ...: the target must contain the whole period
+          (not p.is_anchored and target.start_date <= p.start_date and target.end_date >= p.end_date)
+          -- weeks and bi-weeks: by their fourth day, into periods that are not weeks
+          or (p.is_anchored and not target.is_anchored)
+          or (p.period_type = 'Weekly' and target.period_type = 'BiWeekly')
+      )
 
 )
 

@@ -5,6 +5,6 @@ select
     p.start_date,
     p.end_date,
     t.frequency_order,
-    t.is_weekly
+    t.anchor_days > 0 as is_weekly
 from {{ ref('int_periods') }} as p
 join {{ ref('period_types') }} as t on t.period_type = p.period_type

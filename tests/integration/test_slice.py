@@ -160,6 +160,20 @@ def test_weeks_roll_up_by_their_fourth_day(slice_run: Any) -> None:
     # 2026W5 runs Mon 26 Jan to Sun 1 Feb; its Thursday (29 Jan) is in January.
     assert targets["Monthly"] == "202601"
     assert targets["Quarterly"] == "2026Q1"
+    assert targets["BiWeekly"] == "2026BiW3"
+    assert "WeeklyWednesday" not in targets
+    daily = dict(
+        query(
+            config,
+            "select target_period_type, target_period_id from intermediate.int_period_rollups "
+            "where period_id = '20260201'",
+        )
+    )
+    assert (daily["Weekly"], daily["WeeklySunday"], daily["Monthly"]) == (
+        "2026W5",
+        "2026SunW5",
+        "202602",
+    )
     targets = dict(
         query(
             config,
