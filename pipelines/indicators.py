@@ -2,7 +2,9 @@
 
 Each file holds a top-level ``indicators:`` list (DESIGN.md). Numerators and denominators
 use DHIS2's expression syntax: ``#{dataElement}``, ``#{dataElement.categoryOptionCombo}``,
-``#{de.coc.aoc}`` with ``*`` as a wildcard, numbers, ``+ - * /`` and parentheses.
+``#{de.coc.aoc}`` with ``*`` as a wildcard, reporting items ``R{dataSet.ACTUAL_REPORTS}``,
+``EXPECTED_REPORTS``, ``ACTUAL_REPORTS_ON_TIME``, ``REPORTING_RATE`` and
+``REPORTING_RATE_ON_TIME``, numbers, ``+ - * /`` and parentheses.
 
 The compiler turns an expression into SQL over per-indicator operand columns ``o1, o2 ...``
 (each the operand's value already aggregated to the org unit and period, as DHIS2 does), and
@@ -81,10 +83,27 @@ class IndicatorDefinition(BaseModel):
 # --- expressions -------------------------------------------------------------------------
 
 _UID = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+# Reporting-rate operands (DHIS2's R{dataSet.METRIC}) read the counts the dbt model
+# int_reporting_facts derives per data set, org unit and period, stored in fct_data_values
+# under the pseudo data element "R:<data set>:<metric>".
+REPORTING_PREFIX = "R:"
+REPORTING_COUNTS = ("ACTUAL_REPORTS", "EXPECTED_REPORTS", "ACTUAL_REPORTS_ON_TIME")
+REPORTING_RATES = {
+    "REPORTING_RATE": "ACTUAL_REPORTS",
+    "REPORTING_RATE_ON_TIME": "ACTUAL_REPORTS_ON_TIME",
+}
+
+
+def reporting_operand(data_set: str, metric: str) -> Operand:
+    return Operand(f"{REPORTING_PREFIX}{data_set}:{metric}", None, None)
+
+
 _TOKEN = re.compile(
     rf"""
     (?P<space>\s+)
   | (?P<operand>\#\{{(?P<de>{_UID})(?:\.(?P<coc>{_UID}|\*))?(?:\.(?P<aoc>{_UID}|\*))?\}})
+  | (?P<reporting>R\{{(?P<ds>{_UID})\.(?P<metric>[A-Z_]+)\}})
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
   | (?P<op>[-+*/()])
     """,
@@ -100,6 +119,9 @@ class Operand:
 
     @property
     def text(self) -> str:
+        if self.data_element_id.startswith(REPORTING_PREFIX):
+            _, data_set, metric = self.data_element_id.split(":")
+            return f"R{{{data_set}.{metric}}}"
         parts = [self.data_element_id]
         if self.category_option_combo_id or self.attribute_option_combo_id:
             parts.append(self.category_option_combo_id or "*")
@@ -130,7 +152,7 @@ def tokenize(expression: str) -> list[Token]:
         if not match:
             snippet = expression[index : index + 12]
             hint = ""
-            if expression.startswith(("C{", "OUG{", "R{", "I{", "D{", "A{"), index):
+            if expression.startswith(("C{", "OUG{", "I{", "D{", "A{"), index):
                 hint = (
                     " (constants, org-unit group counts and other item types are not supported yet)"
                 )
@@ -145,6 +167,21 @@ def tokenize(expression: str) -> list[Token]:
                 None if aoc in (None, "*") else aoc,
             )
             tokens.append(Token("operand", match.group(0), index + 1, operand))
+        elif kind == "reporting":
+            metric = match.group("metric")
+            if metric not in REPORTING_COUNTS and metric not in REPORTING_RATES:
+                known = ", ".join((*REPORTING_COUNTS, *REPORTING_RATES))
+                raise ExpressionError(
+                    f"unknown reporting metric {metric} (known: {known})", index + 1
+                )
+            tokens.append(
+                Token(
+                    "reporting",
+                    match.group(0),
+                    index + 1,
+                    reporting_operand(match.group("ds"), metric),
+                )
+            )
         elif kind in ("number", "op"):
             tokens.append(Token(kind, match.group(0), index + 1))
         index = match.end()
@@ -198,6 +235,11 @@ class _Parser:
             return f"(-{operand})" if op == "-" else operand
         return self.atom()
 
+    def use(self, operand: Operand) -> str:
+        if operand not in self.operands:
+            self.operands.append(operand)
+        return f"coalesce({{{operand.text}}}, 0)"
+
     def atom(self) -> str:
         token = self.current
         if token.kind == "number":
@@ -206,9 +248,18 @@ class _Parser:
         if token.kind == "operand":
             assert token.operand is not None
             self.index += 1
-            if token.operand not in self.operands:
-                self.operands.append(token.operand)
-            return f"coalesce({{{token.operand.text}}}, 0)"
+            return self.use(token.operand)
+        if token.kind == "reporting":
+            assert token.operand is not None
+            self.index += 1
+            _, data_set, metric = token.operand.data_element_id.split(":")
+            if metric not in REPORTING_RATES:
+                return self.use(token.operand)
+            # A rate is its two counts, so it aggregates like DHIS2's: summed reports over
+            # summed expected reports, never an average of rates.
+            actual = self.use(reporting_operand(data_set, REPORTING_RATES[metric]))
+            expected = self.use(reporting_operand(data_set, "EXPECTED_REPORTS"))
+            return f"({actual} * cast(100 as double precision) / nullif({expected}, 0))"
         if token.kind == "op" and token.text == "(":
             self.index += 1
             inner = self.expr()
@@ -366,11 +417,20 @@ def check_operands(
 
 
 def known_data_elements(warehouse: Warehouse) -> set[str]:
+    """Data elements the warehouse holds, and the reporting counts of its data sets."""
     rows = warehouse.fetchall(
         "select distinct id from raw.dhis2__data_elements "
         "where validation_status = 'valid' and not is_deleted"
     )
-    return {row[0] for row in rows}
+    data_sets = warehouse.fetchall(
+        "select distinct id from raw.dhis2__data_sets "
+        "where validation_status = 'valid' and not is_deleted"
+    )
+    known = {row[0] for row in rows}
+    known |= {
+        reporting_operand(row[0], m).data_element_id for row in data_sets for m in REPORTING_COUNTS
+    }
+    return known
 
 
 def publish_indicators(warehouse: Warehouse, indicators: Sequence[CompiledIndicator]) -> None:

@@ -1,5 +1,9 @@
 {#- One row per data element UID (the most recently updated version when several DHIS2
-    sources publish it). Derived data elements join here later. -#}
+    sources publish it), plus the reporting counts of each data set as pseudo data elements
+    "R:<data set>:<metric>" (summed like any count). -#}
+{%- set reporting_metrics = [('EXPECTED_REPORTS', 'expected reports'), ('ACTUAL_REPORTS', 'actual reports'),
+                             ('ACTUAL_REPORTS_ON_TIME', 'reports on time')] -%}
+
 with ranked as (
 
     select
@@ -10,17 +14,44 @@ with ranked as (
         ) as recency
     from {{ ref('stg_dhis2__data_elements') }}
 
+),
+
+data_elements as (
+
+    select
+        data_element_id,
+        code,
+        name,
+        short_name,
+        value_type,
+        aggregation_type,
+        domain_type,
+        category_combo_id,
+        false as is_derived,
+        source_name
+    from ranked
+    where recency = 1
+
+),
+
+reporting as (
+    {% for metric, label in reporting_metrics %}
+    select
+        'R:' || data_set_id || ':{{ metric }}' as data_element_id,
+        code || '_{{ metric }}' as code,
+        name || ': {{ label }}' as name,
+        name || ': {{ label }}' as short_name,
+        'INTEGER_ZERO_OR_POSITIVE' as value_type,
+        'SUM' as aggregation_type,
+        'AGGREGATE' as domain_type,
+        'bjDvmb4bfuf' as category_combo_id,
+        true as is_derived,
+        source_name
+    from {{ ref('int_data_sets') }}
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
 )
 
-select
-    data_element_id,
-    code,
-    name,
-    short_name,
-    value_type,
-    aggregation_type,
-    domain_type,
-    category_combo_id,
-    source_name
-from ranked
-where recency = 1
+select * from data_elements
+union all
+select * from reporting

@@ -7,6 +7,6 @@ from (
     select
         data_set_id,
         {{ hp_unnest_json_text_array('org_unit_ids') }} as org_unit_id
-    from {{ ref('stg_dhis2__data_sets') }}
+    from {{ ref('int_data_sets') }}
     where org_unit_ids is not null
 ) as assignment

@@ -1,5 +1,58 @@
 {#- Every data value the indicators read, with its period's type and dates: DHIS2 values as
-    they come (derived data elements from record-level sources are added here later). -#}
+    they come, and the reporting counts of int_reporting_facts as pseudo data elements
+    "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands). Values derived from
+    record-level sources join here as well. -#}
+{%- set reporting_metrics = ['expected_reports', 'actual_reports', 'actual_reports_on_time'] -%}
+
+with dhis2_values as (
+
+    select
+        v.data_element_id,
+        v.category_option_combo_id,
+        v.attribute_option_combo_id,
+        v.org_unit_id,
+        v.period_id,
+        v.value_numeric as value,
+        v.value_text,
+        v.source_name as source,
+        v.data_set_id,
+        v.is_followup,
+        false as is_derived,
+        v.source_updated_at,
+        v.landed_at
+    from {{ ref('stg_dhis2__data_values') }} as v
+
+),
+
+reporting_counts as (
+    {% for metric in reporting_metrics %}
+    select
+        'R:' || f.data_set_id || ':{{ metric | upper }}' as data_element_id,
+        'HllvX50cXC0' as category_option_combo_id,
+        'HllvX50cXC0' as attribute_option_combo_id,
+        f.org_unit_id,
+        f.period_id,
+        cast(f.{{ metric }} as double precision) as value,
+        cast(f.{{ metric }} as varchar) as value_text,
+        'reporting' as source,
+        f.data_set_id,
+        false as is_followup,
+        true as is_derived,
+        cast(f.completed_at as timestamp) as source_updated_at,
+        cast(null as timestamp) as landed_at
+    from {{ ref('int_reporting_facts') }} as f
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+),
+
+all_values as (
+
+    select * from dhis2_values
+    union all
+    select * from reporting_counts
+
+)
+
 select
     v.data_element_id,
     v.category_option_combo_id,
@@ -9,12 +62,13 @@ select
     p.period_type,
     p.start_date as period_start_date,
     p.end_date as period_end_date,
-    v.value_numeric as value,
+    v.value,
     v.value_text,
-    v.source_name as source,
+    v.source,
     v.data_set_id,
     v.is_followup,
+    v.is_derived,
     v.source_updated_at,
     v.landed_at
-from {{ ref('stg_dhis2__data_values') }} as v
+from all_values as v
 join {{ ref('int_periods') }} as p on p.period_id = v.period_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,34 @@ def test_readme_queries_run_as_written(slice_run: Any) -> None:
     for block in blocks:
         rows = query(config, block.strip().rstrip(";"))
         assert rows, block
+
+
+def test_reporting_completeness_matches_the_registrations(
+    slice_run: Any, demo_country: Path
+) -> None:
+    """IDSR completeness and timeliness for 2025 recomputed from the registration files:
+    every facility is expected every week; on time means within 2 days of the week's end."""
+    config = slice_run[0]
+    registrations = []
+    for path in (demo_country / "completeDataSetRegistrations").glob("idsr_weekly_*.json"):
+        registrations += json.loads(path.read_text())["completeDataSetRegistrations"]
+    in_2025 = [r for r in registrations if r["period"].startswith("2025W")]
+    weeks = {f"2025W{n}" for n in range(1, 53)}
+    units = json.loads((demo_country / "metadata" / "organisationUnits.json").read_text())
+    facilities = [u for u in units["organisationUnits"] if u["level"] == 4]
+    on_time = sum(
+        1
+        for r in in_2025
+        if datetime.fromisoformat(r["date"]).date()
+        <= parse_period(r["period"]).end_date + timedelta(days=2)
+    )
+    rows = query(
+        config,
+        "select indicator_id, numerator, denominator from marts.indicator_values "
+        "where org_unit_level = 1 and period_id = '2025' "
+        "and indicator_id in ('idsr_reporting_completeness', 'idsr_reporting_timeliness')",
+    )
+    values = {indicator: (num, den) for indicator, num, den in rows}
+    assert {r["period"] for r in in_2025} <= weeks
+    assert values["idsr_reporting_completeness"] == (len(in_2025), len(facilities) * 52)
+    assert values["idsr_reporting_timeliness"] == (on_time, len(facilities) * 52)

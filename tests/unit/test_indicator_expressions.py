@@ -135,3 +135,20 @@ def test_user_files_are_added_and_errors_name_them(tmp_path: Path) -> None:
         load_indicators([extra])
     message = str(error.value)
     assert str(extra) in message and "indicators[0] (BadId)" in message and "domain" in message
+
+
+def test_reporting_items_are_operands_and_rates_expand_to_their_counts() -> None:
+    compiled = compile_expression("R{dsUid.ACTUAL_REPORTS} + R{dsUid.REPORTING_RATE}")
+    assert [o.data_element_id for o in compiled.operands] == [
+        "R:dsUid:ACTUAL_REPORTS",
+        "R:dsUid:EXPECTED_REPORTS",
+    ]
+    assert compiled.operands[0].text == "R{dsUid.ACTUAL_REPORTS}"
+    indicator = compile_indicator(definition("R{ds.REPORTING_RATE_ON_TIME}"), Path("x.yml"))
+    # o1 = reports on time, o2 = expected reports
+    assert evaluate(indicator.numerator_sql, o1=45, o2=50) == pytest.approx(90.0)
+
+
+def test_unknown_reporting_metric_is_an_error() -> None:
+    with pytest.raises(IndicatorDefinitionError, match="unknown reporting metric REPORTS_LATE"):
+        compile_indicator(definition("R{ds.REPORTS_LATE}"), Path("x.yml"))
