@@ -271,3 +271,12 @@ def test_reporting_completeness_matches_the_registrations(
     assert {r["period"] for r in in_2025} <= weeks
     assert values["idsr_reporting_completeness"] == (len(in_2025), len(facilities) * 52)
     assert values["idsr_reporting_timeliness"] == (on_time, len(facilities) * 52)
+
+
+def test_org_units_carry_their_group_sets(slice_run: Any, demo_country: Path) -> None:
+    config = slice_run[0]
+    rows = query(config, "select level, facility_type, ownership from marts.dim_org_unit")
+    facilities = [r for r in rows if r[0] == 4]
+    assert facilities and all(r[1] and r[2] for r in facilities)
+    assert {r[1] for r in facilities} <= {"District Hospital", "Health Centre", "Health Post"}
+    assert all(r[1] is None for r in rows if r[0] < 4)
