@@ -148,6 +148,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.quarantine import open_quarantine
+    from pipelines.audit import new_run_id
+    from pipelines.run import open_warehouse, replay_quarantine, transform
+
+    config = load_config(args.config)
+    if args.action == "replay":
+        counts = replay_quarantine(config, source_names=args.source or None)
+        table = Table(title="Quarantine replay")
+        for column in ("raw table", "re-validated", "released", "still held"):
+            table.add_column(column, justify="left" if column == "raw table" else "right")
+        for name, c in counts.items():
+            table.add_row(name, f"{c.retried:,}", f"{c.released:,}", f"{c.still_held:,}")
+        console.print(table if counts else "Nothing is held in quarantine.")
+        if any(c.released for c in counts.values()) and not args.no_transform:
+            outcome = transform(config, run_id=new_run_id())
+            console.print(
+                f"dbt build: {outcome.succeeded} nodes passed; released rows are published"
+            )
+        return 0
+    with open_warehouse(config) as warehouse:
+        groups = []
+        for source in args.source or [None]:
+            groups += open_quarantine(warehouse, source)
+    if not groups:
+        console.print("Nothing is held in quarantine.")
+        return 0
+    table = Table(title="Records held in quarantine (audit.quarantine, not released)")
+    for column in ("source", "raw table", "rule", "field", "records", "example reason"):
+        table.add_column(
+            column, justify="right" if column == "records" else "left", overflow="fold"
+        )
+    for g in groups:
+        table.add_row(
+            g.source_name, g.raw_table, g.rule, g.field or "", f"{g.records:,}", g.example
+        )
+    console.print(table)
+    console.print(
+        "Fix the cause at the source (or its metadata), then: healthpipe quarantine replay"
+    )
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipelines.sandbox.server import run_sandbox_cli
 
@@ -205,6 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", action="append", metavar="NAME", help="only this source (repeatable)"
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="list records held back by validation, or re-validate them after a fix",
+        description="`list` shows audit.quarantine grouped by source, table and rule; `replay` "
+        "validates quarantined rows again (for example after an org unit was added in DHIS2), "
+        "publishes those that now pass and rebuilds the warehouse.",
+    )
+    quarantine.add_argument("action", choices=["list", "replay"])
+    quarantine.add_argument(
+        "--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
+    )
+    quarantine.add_argument(
+        "--source", action="append", metavar="NAME", help="only this source (repeatable)"
+    )
+    quarantine.add_argument(
+        "--no-transform", action="store_true", help="replay without rebuilding the dbt models"
+    )
+    quarantine.set_defaults(handler=cmd_quarantine)
 
     sandbox = commands.add_parser(
         "sandbox",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.tables import RawTable
 from pipelines.warehouse import Warehouse
 
 KEY_SEPARATOR = "|"
@@ -47,6 +48,12 @@ class QuarantinedRecord:
 def record_key(record: Mapping[str, Any], key_columns: Sequence[str]) -> str:
     """The natural key as one string (missing parts shown as empty)."""
     return KEY_SEPARATOR.join("" if record.get(c) is None else str(record[c]) for c in key_columns)
+
+
+def record_key_sql(table: RawTable, alias: str) -> str:
+    """SQL for :func:`record_key` over a raw table's key columns (same text as Python's)."""
+    parts = [f"coalesce(cast({alias}.{column} as varchar), '')" for column in table.key]
+    return f"concat_ws('{KEY_SEPARATOR}', {', '.join(parts)})"
 
 
 def record_json(record: Mapping[str, Any]) -> str:
@@ -95,3 +102,28 @@ def quarantine_records(
         added = warehouse.row_count("audit.quarantine") - before
         warehouse.execute("drop table _healthpipe_quarantine")
     return added
+
+
+@dataclass(frozen=True)
+class QuarantineGroup:
+    source_name: str
+    raw_table: str
+    rule: str
+    field: str | None
+    records: int
+    example: str
+    first_at: datetime
+    last_at: datetime
+
+
+def open_quarantine(warehouse: Warehouse, source_name: str | None = None) -> list[QuarantineGroup]:
+    """Records still held back, grouped by source, table and rule, with an example reason."""
+    where = "released_at is null" + (" and source_name = $source" if source_name else "")
+    rows = warehouse.fetchall(
+        "select source_name, raw_table, rule, field, count(*), min(reason), "
+        "min(quarantined_at), max(quarantined_at) from audit.quarantine "
+        f"where {where} group by source_name, raw_table, rule, field "
+        "order by source_name, raw_table, count(*) desc, rule",
+        {"source": source_name} if source_name else None,
+    )
+    return [QuarantineGroup(*row) for row in rows]

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
 
 from pipelines.audit import (
     finish_step,
@@ -30,8 +33,9 @@ from pipelines.indicators import (
 from pipelines.land import land_records
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
+from pipelines.sources.base import SourceAdapter
 from pipelines.transform import DbtOutcome, run_dbt
-from pipelines.validate import validate_pending
+from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -65,11 +69,29 @@ class RunSummary:
     dbt: DbtOutcome | None = None
 
 
+def data_docs(config: HealthpipeConfig) -> DataDocs:
+    """Where the run keeps GX's project and renders the Data Docs site."""
+    return DataDocs(
+        gx_dir=config.state_dir / "gx", site_dir=config.state_dir / "site" / "data-docs"
+    )
+
+
 def open_warehouse(config: HealthpipeConfig) -> Warehouse:
     """Open the configured warehouse and make sure its schemas and tables exist."""
     warehouse = Warehouse.open(config.warehouse)
     warehouse.ensure_schemas()
     return warehouse
+
+
+def enricher(
+    adapter: SourceAdapter, entity: str, references: Mapping[str, Any]
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The adapter's helper columns for one entity, as validation wants them."""
+
+    def enrich(frame: pd.DataFrame) -> pd.DataFrame:
+        return adapter.enrich(entity, frame, references)
+
+    return enrich
 
 
 def ingest_source(
@@ -127,10 +149,11 @@ def ingest_source(
                 table,
                 source.name,
                 references=references,
-                enrich=lambda frame, e=page.entity, r=references: adapter.enrich(e, frame, r),
+                enrich=enricher(adapter, page.entity, references),
                 run_id=run_id,
                 batch_id=batch_id,
                 now=utc_now(),
+                docs=data_docs(config),
             )
             step.rows_in, step.rows_out = outcome.validated, outcome.valid
             step.rows_quarantined = outcome.quarantined
@@ -215,5 +238,65 @@ def run_pipeline(
             )
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
+    if any(source.pages for source in summary.sources):
+        build_data_docs(data_docs(config))
     summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
     return summary
+
+
+@dataclass
+class ReplayCounts:
+    retried: int = 0
+    released: int = 0
+    still_held: int = 0
+
+
+def replay_quarantine(
+    config: HealthpipeConfig,
+    *,
+    source_names: Sequence[str] | None = None,
+    run_id: str | None = None,
+) -> dict[str, ReplayCounts]:
+    """Validate quarantined raw rows again (after metadata was fixed, e.g. an org unit added
+    in DHIS2): rows that now pass are published and release their quarantine entries; the
+    others stay held with their reasons. Returns counts per raw table."""
+    run_id = run_id or new_run_id()
+    counts: dict[str, ReplayCounts] = {}
+    with open_warehouse(config) as warehouse:
+        for source in selected_sources(config, source_names):
+            adapter = adapter_for(source.type)
+            for table in adapter.tables:
+                params = {"source": source.name}
+                held = warehouse.fetch_scalar(
+                    f"select count(*) from {table.qualified_name} "
+                    "where source_name = $source and validation_status = 'quarantined'",
+                    params,
+                )
+                if not held:
+                    continue
+                with record_step(
+                    warehouse, run_id, "replay", source=source.name, entity=table.entity
+                ) as step:
+                    warehouse.execute(
+                        f"update {table.qualified_name} set validation_status = 'pending' "
+                        "where source_name = $source and validation_status = 'quarantined'",
+                        params,
+                    )
+                    references = adapter.references(warehouse, source.name, table.entity)
+                    outcome = validate_pending(
+                        warehouse,
+                        table,
+                        source.name,
+                        references=references,
+                        enrich=enricher(adapter, table.entity, references),
+                        run_id=run_id,
+                        batch_id=f"{run_id}:replay:{source.name}:{table.entity}",
+                        now=utc_now(),
+                        docs=data_docs(config),
+                    )
+                    step.rows_in, step.rows_out = outcome.validated, outcome.valid
+                    step.rows_quarantined = outcome.quarantined
+                counts[table.name] = ReplayCounts(
+                    outcome.validated, outcome.valid, outcome.quarantined
+                )
+    return counts

@@ -36,6 +36,7 @@ from pipelines.quarantine import (
     quarantine_records,
     record_json,
     record_key,
+    record_key_sql,
 )
 from pipelines.tables import RawTable
 from pipelines.warehouse import Warehouse
@@ -110,10 +111,22 @@ def _resolve(value: Any, references: Mapping[str, Any], spec: ExpectationSpec) -
     return value
 
 
+DOCS_SITE = "healthpipe"
+
+
+@dataclass(frozen=True)
+class DataDocs:
+    """Where GX keeps its project (suites, validation results) and renders Data Docs."""
+
+    gx_dir: Path
+    site_dir: Path
+
+
 @cache
-def _gx_context() -> Any:
-    """One ephemeral GX context per process: importing GX and building a context take
-    seconds, so it is done lazily and once."""
+def _gx_context(docs: DataDocs | None = None) -> Any:
+    """One GX context per process (and Data Docs location): importing GX and building a
+    context take seconds, so it is done lazily and once. Without ``docs`` the context is
+    ephemeral; with it, validation results persist so Data Docs cover every run."""
     for name in (
         "great_expectations",
         "great_expectations.core",
@@ -123,21 +136,49 @@ def _gx_context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    context: Any
+    if docs is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        docs.gx_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(docs.gx_dir))
+        if DOCS_SITE not in context.list_data_docs_sites():
+            context.add_data_docs_site(
+                DOCS_SITE,
+                {
+                    "class_name": "SiteBuilder",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs.site_dir),
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    context.data_sources.add_pandas("healthpipe_batches").add_dataframe_asset(
-        "landed_rows"
-    ).add_batch_definition_whole_dataframe("whole_batch")
+    try:
+        context.data_sources.get("healthpipe_batches")
+    except (KeyError, ValueError):
+        context.data_sources.add_pandas("healthpipe_batches").add_dataframe_asset(
+            "landed_rows"
+        ).add_batch_definition_whole_dataframe("whole_batch")
     return context
 
 
 def run_suite(
-    spec: SuiteSpec, frame: pd.DataFrame, references: Mapping[str, Any]
+    spec: SuiteSpec,
+    frame: pd.DataFrame,
+    references: Mapping[str, Any],
+    *,
+    docs: DataDocs | None = None,
+    run_id: str = "adhoc",
+    batch_id: str = "batch",
+    now: datetime | None = None,
 ) -> list[tuple[ExpectationSpec, dict[str, Any], bool]]:
-    """Run the suite on ``frame`` and return, per expectation, GX's result dict and success."""
+    """Run the suite on ``frame`` and return, per expectation, GX's result dict and success.
+    With ``docs``, the result is also stored for the Data Docs site."""
     import great_expectations as gx
 
-    context = _gx_context()
+    context = _gx_context(docs)
     try:
         context.suites.delete(spec.suite)
     except Exception:  # the suite is rebuilt on every call: reference sets change
@@ -162,10 +203,36 @@ def run_suite(
         .get_batch(batch_parameters={"dataframe": frame})
     )
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    if docs is not None:
+        _store_result(context, spec.suite, result, run_id, batch_id, now)
     outcomes = []
     for item, expectation_result in zip(spec.expectations, result.results, strict=True):
         outcomes.append((item, dict(expectation_result.result), bool(expectation_result.success)))
     return outcomes
+
+
+def _store_result(
+    context: Any, suite: str, result: Any, run_id: str, batch_id: str, now: datetime | None
+) -> None:
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite),
+        run_id=RunIdentifier(run_name=run_id, run_time=now),
+        batch_identifier=re.sub(r"[^A-Za-z0-9_.-]+", "_", batch_id),
+    )
+    context.validation_results_store.set(key, result)
+
+
+def build_data_docs(docs: DataDocs) -> Path:
+    """Render the Data Docs site (every stored validation result) and return its index."""
+    context = _gx_context(docs)
+    context.build_data_docs(site_names=[DOCS_SITE])
+    return docs.site_dir / "index.html"
 
 
 def _reason(item: ExpectationSpec, row: Mapping[str, Any], source_name: str) -> str:
@@ -184,6 +251,7 @@ def validate_pending(
     run_id: str,
     batch_id: str,
     now: datetime,
+    docs: DataDocs | None = None,
 ) -> ValidationOutcome:
     """Validate every pending row of ``source_name`` in ``table``; see the module docstring.
 
@@ -200,7 +268,9 @@ def validate_pending(
     frame = rows.to_pandas().reset_index(drop=True)
     frame_for_gx = enrich(frame) if enrich is not None else frame
     spec = load_suite_spec(table)
-    results = run_suite(spec, frame_for_gx, references)
+    results = run_suite(
+        spec, frame_for_gx, references, docs=docs, run_id=run_id, batch_id=batch_id, now=now
+    )
 
     failing: dict[int, list[ExpectationSpec]] = {}
     validation_rows = []
@@ -331,4 +401,15 @@ def _mark_rows(
         f"update {table.qualified_name} set validation_status = 'valid', validated_at = $now "
         "where source_name = $source and validation_status = 'pending'",
         params,
+    )
+    # A record that now passes (corrected at the source, or replayed after its metadata
+    # arrived) releases its earlier quarantine entries.
+    key = record_key_sql(table, "r")
+    warehouse.execute(
+        "update audit.quarantine set released_at = $now "
+        "where source_name = $source and raw_table = $table and released_at is null "
+        f"and record_key in (select {key} from {table.qualified_name} r "
+        "where r.source_name = $source and r.validation_status = 'valid' "
+        "and r.validated_at = $now)",
+        {**params, "table": table.name},
     )

@@ -237,3 +237,42 @@ def test_a_fatal_expectation_stops_the_batch(
             "where step = 'validate'"
         ) == [("validate", "failed", True)]
     assert utc_now() > NOW
+
+
+def test_replay_releases_records_once_their_metadata_arrives(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """Values for an org unit DHIS2 had not exported yet are held back; once the unit is
+    in the metadata, `quarantine replay` publishes them and releases their entries."""
+    from pipelines.quarantine import open_quarantine
+    from pipelines.run import replay_quarantine
+
+    known = {"id": "DiszpKrYNg8", "name": "Ngelehun CHC", "path": "/DiszpKrYNg8", "level": 1}
+    late = {"id": "YuQRtpLP10I", "name": "Badjia", "path": "/YuQRtpLP10I", "level": 1}
+    value = {"dataElement": "tpz77FcntKx", "period": "202601", "value": "5"}
+    drop = tmp_path / "drop"
+    write_drop(
+        drop, [known], [{**value, "orgUnit": "DiszpKrYNg8"}, {**value, "orgUnit": "YuQRtpLP10I"}]
+    )
+    config = make_config(warehouse_url, drop, tmp_path)
+    with open_warehouse(config) as warehouse:
+        ingest_source(warehouse, config.source("hmis"), config, run_id="run1")
+        groups = open_quarantine(warehouse)
+        assert [(g.rule, g.records) for g in groups] == [("org_unit_known", 1)]
+
+        (drop / "organisationUnits.json").write_text(
+            json.dumps({"organisationUnits": [known, late]}), encoding="utf-8"
+        )
+        ingest_source(warehouse, config.source("hmis"), config, run_id="run2")
+    counts = replay_quarantine(config, run_id="replay1")
+    assert (counts["dhis2__data_values"].released, counts["dhis2__data_values"].still_held) == (
+        1,
+        0,
+    )
+    with open_warehouse(config) as warehouse:
+        assert open_quarantine(warehouse) == []
+        assert warehouse.fetchall(
+            "select validation_status, count(*) from raw.dhis2__data_values group by 1"
+        ) == [("valid", 2)]
+        released = warehouse.fetchall("select rule, released_at is not null from audit.quarantine")
+        assert released == [("org_unit_known", True)]

@@ -280,3 +280,12 @@ def test_org_units_carry_their_group_sets(slice_run: Any, demo_country: Path) ->
     assert facilities and all(r[1] and r[2] for r in facilities)
     assert {r[1] for r in facilities} <= {"District Hospital", "Health Centre", "Health Post"}
     assert all(r[1] is None for r in rows if r[0] < 4)
+
+
+def test_validation_results_render_as_data_docs(slice_run: Any) -> None:
+    config = slice_run[0]
+    index = config.state_dir / "site" / "data-docs" / "index.html"
+    assert index.exists()
+    pages = {p.stem for p in (index.parent / "expectations").glob("*.html")}
+    assert {"dhis2__data_values", "dhis2__organisation_units"} <= pages
+    assert list((index.parent / "validations").rglob("*.html"))
