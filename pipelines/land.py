@@ -47,7 +47,8 @@ class LandResult:
 
     @property
     def landed(self) -> int:
-        return self.inserted + self.updated
+        """Records now in raw from this page: new, changed and unchanged (re-sent) ones."""
+        return self.inserted + self.updated + self.unchanged
 
 
 def _arrow_type(sql_type: str) -> pa.DataType:

@@ -52,7 +52,19 @@ class EntityCounts:
     unchanged: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    keyless: int = 0
+    """Of the quarantined: records without a complete natural key (never landed)."""
     validated: int = 0
+
+    @property
+    def clean(self) -> int:
+        """Records landed and not held back: unchanged re-sends and those validated clean."""
+        return self.inserted + self.updated + self.unchanged - (self.quarantined - self.keyless)
+
+    @property
+    def reconciles(self) -> bool:
+        """received = landed clean + quarantined + duplicates collapsed."""
+        return self.received == self.clean + self.quarantined + self.duplicates
 
 
 @dataclass
@@ -164,10 +176,31 @@ def ingest_source(
         counts.unchanged += landed.unchanged
         counts.duplicates += landed.duplicates
         counts.quarantined += landed.quarantined + outcome.quarantined
+        counts.keyless += landed.quarantined
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
+    for entity, entity_counts in summary.entities.items():
+        _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts)
     return summary
+
+
+def _record_reconciliation(
+    warehouse: Warehouse, run_id: str, source: str, entity: str, counts: EntityCounts
+) -> None:
+    """One ``reconcile`` row per source and entity: received = landed clean + quarantined +
+    duplicates collapsed. A mismatch is recorded as failed (something was lost)."""
+    step = start_step(warehouse, run_id, "reconcile", source=source, entity=entity)
+    step.rows_in, step.rows_out = counts.received, counts.clean
+    step.rows_quarantined, step.rows_duplicate = counts.quarantined, counts.duplicates
+    step.message = (
+        f"received {counts.received} = landed {counts.clean} + quarantined "
+        f"{counts.quarantined} + duplicates {counts.duplicates}"
+    )
+    if not counts.reconciles:
+        step.message = "MISMATCH: " + step.message
+        log.error("%s %s: %s", source, entity, step.message)
+    finish_step(warehouse, step, "success" if counts.reconciles else "failed")
 
 
 def publish_indicator_definitions(warehouse: Warehouse, config: HealthpipeConfig) -> int:

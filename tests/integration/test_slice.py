@@ -207,6 +207,7 @@ def test_every_step_is_recorded(slice_run: Any) -> None:
     assert {(step, status) for step, status, _ in steps} == {
         ("land", "success"),
         ("validate", "success"),
+        ("reconcile", "success"),
         ("indicators", "success"),
         ("transform", "success"),
     }
