@@ -290,3 +290,31 @@ def test_validation_results_render_as_data_docs(slice_run: Any) -> None:
     pages = {p.stem for p in (index.parent / "expectations").glob("*.html")}
     assert {"dhis2__data_values", "dhis2__organisation_units"} <= pages
     assert list((index.parent / "validations").rglob("*.html"))
+
+
+def test_surveillance_weekly_matches_the_idsr_files(slice_run: Any, demo_country: Path) -> None:
+    """District weekly malaria cases recomputed from the data value files; zero-case weeks
+    appear as 0, not as missing rows."""
+    config = slice_run[0]
+    units = json.loads((demo_country / "metadata" / "organisationUnits.json").read_text())
+    parent = {u["id"]: u.get("parent", {}).get("id") for u in units["organisationUnits"]}
+    expected: dict[tuple[str, str], float] = defaultdict(float)
+    for v in source_values(demo_country):
+        if v["dataElement"] == "hpMALACases" and v.get("orgUnit") in parent and "value" in v:
+            expected[(parent[v["orgUnit"]], v["period"])] += float(v["value"])
+    rows = query(
+        config,
+        "select org_unit_id, period_id, cases, population from marts.fct_surveillance_weekly "
+        "where disease = 'malaria' and org_unit_level = 3",
+    )
+    assert rows
+    got = {(ou, period): cases for ou, period, cases, _ in rows}
+    for key, cases in expected.items():
+        assert got[key] == cases, key
+    assert all(pop and pop > 0 for _, _, _, pop in rows)
+    cholera_zero_weeks = query(
+        config,
+        "select count(*) from marts.fct_surveillance_weekly "
+        "where disease = 'cholera' and org_unit_level = 3 and cases = 0",
+    )
+    assert cholera_zero_weeks[0][0] > 0
