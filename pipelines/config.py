@@ -108,6 +108,46 @@ class SourceConfig(BaseModel):
         return {key: value for key in keys if (value := getattr(self, key)) is not None}
 
 
+class NotificationChannel(BaseModel):
+    """Where alerts are sent: an email (SMTP) or a JSON webhook (Slack-compatible text)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    type: Literal["email", "webhook"]
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    starttls: bool = False
+    sender: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    # webhook
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    # credentials (names of environment variables)
+    username_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    password_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    token_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    # which alerts, and how
+    diseases: list[str] = Field(default_factory=list)
+    """Only these diseases (empty: all)."""
+    org_units: list[str] = Field(default_factory=list)
+    """Only alerts in these org units' subtrees (UIDs; empty: everywhere)."""
+    mode: Literal["immediate", "digest"] = "immediate"
+    min_severity: Literal["alert", "epidemic"] = "alert"
+
+    @model_validator(mode="after")
+    def _check_target(self) -> NotificationChannel:
+        if self.type == "email" and not (self.smtp_host and self.sender and self.recipients):
+            raise ValueError("an email channel needs smtp_host, sender and recipients")
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook channel needs url")
+        return self
+
+    def credential_env_names(self) -> dict[str, str]:
+        keys = ("username_env", "password_env", "token_env")
+        return {key: value for key in keys if (value := getattr(self, key)) is not None}
+
+
 class HealthpipeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -115,6 +155,9 @@ class HealthpipeConfig(BaseModel):
     pseudonym_key_env: str = Field(default="HEALTHPIPE_PSEUDONYM_KEY", pattern=ENV_NAME_PATTERN)
     indicator_paths: list[Path] = Field(default_factory=list)
     sources: list[SourceConfig]
+    notifications: list[NotificationChannel] = Field(default_factory=list)
+    alert_rules: Path | None = None
+    """A YAML file of alert rules replacing the built-in IDSR rules (pipelines/alerts/rules.yml)."""
     state_dir: Path = Path("var")
     """Where run-time state goes: dbt's target and logs, Data Docs, the demo's data."""
 
@@ -159,7 +202,7 @@ def _describe(error: Mapping[str, Any], model_fields: dict[str, list[str]]) -> s
     where = _location(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        parent = "sources" if "sources" in loc[:-1] else ""
+        parent = next((p for p in ("sources", "notifications") if p in loc[:-1]), "")
         allowed = ", ".join(model_fields.get(parent, []))
         return f"{where}: unknown key (allowed here: {allowed})"
     if kind == "missing":
@@ -190,6 +233,7 @@ def parse_config(
     model_fields = {
         "": sorted(HealthpipeConfig.model_fields.keys() - {"config_path"}),
         "sources": list(SourceConfig.model_fields),
+        "notifications": list(NotificationChannel.model_fields),
     }
     try:
         config = HealthpipeConfig.model_validate(dict(data))
@@ -208,6 +252,7 @@ def parse_config(
             "sources": resolved_sources,
             "indicator_paths": [_resolve(base_dir, p) for p in config.indicator_paths],
             "state_dir": _resolve(base_dir, config.state_dir),
+            "alert_rules": _resolve(base_dir, config.alert_rules) if config.alert_rules else None,
             "warehouse": _resolve_warehouse_url(config.warehouse, base_dir),
             "config_path": config_path,
         }
@@ -224,6 +269,12 @@ def parse_config(
             for index, source in enumerate(config.sources)
             if source.enabled
             for key, name in source.credential_env_names().items()
+            if not environment.get(name)
+        ]
+        missing += [
+            f"{origin}: notifications[{index}].{key}: environment variable {name} is not set"
+            for index, channel in enumerate(config.notifications)
+            for key, name in channel.credential_env_names().items()
             if not environment.get(name)
         ]
         if missing:

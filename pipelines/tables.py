@@ -153,3 +153,54 @@ DEFINITION_DDL: tuple[str, ...] = (
     primary key (indicator_id, operand_alias)
 )""",
 )
+
+# Alerts: written by pipelines.alerts (not by dbt, which never touches tables it does not own).
+ALERT_DDL: tuple[str, ...] = (
+    """create table if not exists marts.alerts (
+    alert_id text primary key,
+    disease text not null,
+    org_unit_id text not null,
+    org_unit_level integer,
+    period_id text not null,
+    last_period_id text not null,
+    method text not null,
+    rule text not null,
+    severity text not null,
+    observed double precision,
+    expected double precision,
+    threshold double precision,
+    total_cases double precision,
+    peak_cases double precision,
+    weeks integer not null,
+    status text not null,
+    emerged_on date not null,
+    detected_at timestamp not null,
+    notified_at timestamp,
+    responded_at timestamp,
+    closed_at timestamp,
+    days_to_detect integer,
+    days_to_notify integer,
+    days_to_respond integer,
+    created_at timestamp not null,
+    updated_at timestamp not null,
+    run_id text not null
+)""",
+    """create table if not exists audit.alert_transitions (
+    alert_id text not null,
+    from_status text,
+    to_status text not null,
+    changed_at timestamp not null,
+    actor text not null,
+    note text
+)""",
+    """create table if not exists audit.notifications (
+    alert_id text not null,
+    channel text not null,
+    status text not null,
+    attempts integer not null,
+    last_error text,
+    first_attempt_at timestamp not null,
+    sent_at timestamp,
+    primary key (alert_id, channel)
+)""",
+)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from pipelines.errors import WarehouseError
-from pipelines.tables import AUDIT_DDL, DEFINITION_DDL, SCHEMAS
+from pipelines.tables import ALERT_DDL, AUDIT_DDL, DEFINITION_DDL, SCHEMAS
 
 Params = Mapping[str, Any] | None
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -134,7 +134,7 @@ class Warehouse(ABC):
         with self.transaction():
             for schema in SCHEMAS:
                 self.execute(f"create schema if not exists {schema}")
-            for ddl in AUDIT_DDL + DEFINITION_DDL:
+            for ddl in AUDIT_DDL + DEFINITION_DDL + ALERT_DDL:
                 self.execute(ddl)
             for table in all_raw_tables():
                 self.execute(table.ddl())

@@ -70,6 +70,19 @@ reports as (
 
 ),
 
+reported as (
+
+    -- when the week's figures reached the warehouse's source: the alert's detection time
+    -- cannot be earlier than that
+    select e.disease, a.ancestor_id as org_unit_id, v.period_id, max(v.source_updated_at) as last_reported_at
+    from {{ ref('int_data_values_unified') }} as v
+    join disease_elements as e on e.data_element_id = v.data_element_id
+    join {{ ref('int_org_unit_ancestors') }} as a on a.org_unit_id = v.org_unit_id
+    where v.period_type = 'Weekly'
+    group by e.disease, a.ancestor_id, v.period_id
+
+),
+
 week_bounds as (
 
     select min(p.start_date) as first_start, max(p.start_date) as last_start
@@ -128,11 +141,14 @@ select
     r.expected as reports_expected,
     case when r.expected > 0 then coalesce(r.received, 0) * 100.0 / r.expected end
         as reporting_completeness,
-    g.is_immediately_notifiable
+    g.is_immediately_notifiable,
+    rep.last_reported_at
 from grid as g
 left join counts as c
     on c.disease = g.disease and c.org_unit_id = g.org_unit_id and c.period_id = g.period_id
 left join reports as r on r.org_unit_id = g.org_unit_id and r.period_id = g.period_id
+left join reported as rep
+    on rep.disease = g.disease and rep.org_unit_id = g.org_unit_id and rep.period_id = g.period_id
 left join population as pop
     on pop.org_unit_id = g.org_unit_id
     and pop.year_id = cast(cast(extract(year from g.start_date + 3) as integer) as varchar)

@@ -1,0 +1,42 @@
+"""The alerting step of a run: evaluate the rules, record alerts, notify (the CLI and the
+alerts DAG call this)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipelines.alerts.engine import group_events, record_alerts, signals, surveillance_frame
+from pipelines.alerts.rules import load_rules
+from pipelines.audit import record_step, utc_now
+from pipelines.config import HealthpipeConfig
+from pipelines.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlertRun:
+    new: list[str] = field(default_factory=list)
+    extended: list[str] = field(default_factory=list)
+    signals: int = 0
+
+
+def run_alerts(warehouse: Warehouse, config: HealthpipeConfig, *, run_id: str) -> AlertRun:
+    rules = load_rules(config.alert_rules)
+    outcome = AlertRun()
+    with record_step(warehouse, run_id, "alerts") as step:
+        if not warehouse.table_exists("marts", "fct_surveillance_weekly"):
+            step.message = "no marts.fct_surveillance_weekly yet: nothing to evaluate"
+            return outcome
+        frame = surveillance_frame(warehouse, rules.level)
+        alarms = signals(frame, rules)
+        outcome.signals = len(alarms)
+        changes = record_alerts(
+            warehouse, group_events(alarms, rules), run_id=run_id, now=utc_now()
+        )
+        outcome.new, outcome.extended = changes.new, changes.extended
+        step.rows_in, step.rows_out = len(frame), len(changes.new)
+        step.message = f"{len(alarms)} signal weeks, {len(changes.new)} new alerts"
+    log.info("alerts: %d new, %d updated", len(outcome.new), len(outcome.extended))
+    return outcome
