@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from pipelines.alerts.engine import group_events, record_alerts, signals, surveillance_frame
+from pipelines.alerts.notify import NotifyCounts, notify
 from pipelines.alerts.rules import load_rules
 from pipelines.audit import record_step, utc_now
 from pipelines.config import HealthpipeConfig
@@ -20,6 +21,7 @@ class AlertRun:
     new: list[str] = field(default_factory=list)
     extended: list[str] = field(default_factory=list)
     signals: int = 0
+    notifications: dict[str, NotifyCounts] = field(default_factory=dict)
 
 
 def run_alerts(warehouse: Warehouse, config: HealthpipeConfig, *, run_id: str) -> AlertRun:
@@ -38,5 +40,10 @@ def run_alerts(warehouse: Warehouse, config: HealthpipeConfig, *, run_id: str) -
         outcome.new, outcome.extended = changes.new, changes.extended
         step.rows_in, step.rows_out = len(frame), len(changes.new)
         step.message = f"{len(alarms)} signal weeks, {len(changes.new)} new alerts"
+    if config.notifications:
+        with record_step(warehouse, run_id, "notify") as step:
+            outcome.notifications = notify(warehouse, config, now=utc_now())
+            step.rows_out = sum(c.sent for c in outcome.notifications.values())
+            step.rows_quarantined = sum(c.failed for c in outcome.notifications.values())
     log.info("alerts: %d new, %d updated", len(outcome.new), len(outcome.extended))
     return outcome

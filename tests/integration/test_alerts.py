@@ -4,6 +4,7 @@ outbreaks, re-runs raise nothing twice, and the lifecycle is enforced and record
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -116,3 +117,121 @@ def test_the_lifecycle_is_enforced_and_recorded(alerting_country: Any) -> None:
     ]
     with pytest.raises(AlertError, match="no alert"), open_warehouse(config) as warehouse:
         set_status(warehouse, "NOPE-1", "verified", actor="x", note=None, now=utc_now())
+
+
+@pytest.fixture
+def smtp_server() -> Any:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received: list[Any] = []
+
+    class Collect(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    with socket.socket() as probe:  # aiosmtpd checks readiness on the port it was given
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def with_channels(config: HealthpipeConfig, *channels: dict[str, Any]) -> HealthpipeConfig:
+    from pipelines.config import NotificationChannel
+
+    return config.model_copy(
+        update={"notifications": [NotificationChannel.model_validate(c) for c in channels]}
+    )
+
+
+def test_each_alert_is_emailed_once(alerting_country: Any, smtp_server: Any) -> None:
+    from pipelines.alerts.notify import notify
+
+    port, received = smtp_server
+    base, _ = alerting_country
+    config = with_channels(
+        base,
+        {
+            "name": "district-team",
+            "type": "email",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "sender": "alerts@moh.example",
+            "recipients": ["dso@moh.example"],
+        },
+    )
+    with open_warehouse(config) as warehouse:
+        # The alerting step notifies the configured channels itself.
+        first = run_alerts(warehouse, config, run_id="alerts1").notifications
+        open_alerts = warehouse.fetch_scalar(
+            "select count(*) from marts.alerts where status not in ('discarded', 'closed')"
+        )
+        second = notify(warehouse, config, now=utc_now())
+        recorded = warehouse.fetchall(
+            "select status, count(*) from audit.notifications where channel = 'district-team' group by 1"
+        )
+        notified = warehouse.fetch_scalar(
+            "select count(*) from marts.alerts where notified_at is not null and days_to_notify >= 0"
+        )
+    assert first["district-team"].sent == open_alerts > 0
+    assert second["district-team"].sent == 0
+    assert len(received) == open_alerts
+    assert recorded == [("sent", open_alerts)]
+    assert notified >= open_alerts
+    subject = received[0]["Subject"]
+    assert subject.startswith("[healthpipe] ") and " in " in subject
+
+
+def test_a_failing_webhook_is_recorded_and_retried_until_it_works(
+    alerting_country: Any, httpserver: Any
+) -> None:
+    from werkzeug import Response
+
+    from pipelines.alerts.notify import notify
+
+    state = {"up": False}
+    payloads: list[Any] = []
+
+    def handler(request: Any) -> Response:
+        if not state["up"]:
+            return Response("down", status=500)
+        payloads.append(request.get_json())
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(handler)
+    base, _ = alerting_country
+    config = with_channels(
+        base,
+        {
+            "name": "ops",
+            "type": "webhook",
+            "url": httpserver.url_for("/hook"),
+            "diseases": ["cholera"],
+        },
+    )
+    with open_warehouse(config) as warehouse:
+        down = run_alerts(warehouse, config, run_id="alerts1").notifications
+        cholera = warehouse.fetch_scalar(
+            "select count(*) from marts.alerts where disease = 'cholera' and status not in ('discarded', 'closed')"
+        )
+        failed = warehouse.fetchall(
+            "select status, attempts, last_error is not null from audit.notifications where channel = 'ops'"
+        )
+        state["up"] = True
+        up = notify(warehouse, config, now=utc_now())
+        again = notify(warehouse, config, now=utc_now())
+        final = warehouse.fetchall(
+            "select status, attempts from audit.notifications where channel = 'ops' group by 1, 2"
+        )
+    assert cholera > 0
+    assert down["ops"].failed == cholera and down["ops"].sent == 0
+    assert set(failed) == {("failed", 1, True)}
+    assert up["ops"].sent == cholera and again["ops"].sent == 0
+    assert final == [("sent", 2)]
+    assert len(payloads) == cholera
+    assert all("text" in p and p["alerts"][0]["disease"] == "cholera" for p in payloads)
