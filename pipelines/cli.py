@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -149,9 +151,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
+    from pipelines.audit import new_run_id
     from pipelines.config import load_config
     from pipelines.quarantine import open_quarantine
-    from pipelines.audit import new_run_id
     from pipelines.run import open_warehouse, replay_quarantine, transform
 
     config = load_config(args.config)
@@ -189,6 +191,114 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     console.print(
         "Fix the cause at the source (or its metadata), then: healthpipe quarantine replay"
     )
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from pipelines.alerts.engine import AlertError, set_status
+    from pipelines.audit import utc_now
+    from pipelines.config import load_config
+    from pipelines.run import open_warehouse
+
+    config = load_config(args.config)
+    with open_warehouse(config) as warehouse:
+        if args.action == "list":
+            return _list_alerts(warehouse, args)
+        if not args.alert_id:
+            raise HealthpipeError(
+                f"healthpipe alerts {args.action} needs an ALERT_ID (see `healthpipe alerts list`)"
+            )
+        if args.action == "show":
+            return _show_alert(warehouse, args.alert_id)
+        target = "closed" if args.action == "close" else args.status
+        try:
+            before = set_status(
+                warehouse, args.alert_id, target, actor=args.actor, note=args.note, now=utc_now()
+            )
+        except AlertError as exc:
+            raise HealthpipeError(str(exc)) from None
+    console.print(f"{args.alert_id}: {before} -> {target} (by {args.actor})")
+    return 0
+
+
+def _list_alerts(warehouse: Any, args: argparse.Namespace) -> int:
+    conditions = ["1 = 1"]
+    params: dict[str, Any] = {}
+    if not args.all:
+        conditions.append("a.status not in ('discarded', 'closed')")
+    if args.disease:
+        conditions.append("a.disease = $disease")
+        params["disease"] = args.disease
+    rows = warehouse.fetchall(
+        "select a.alert_id, a.disease, coalesce(o.name, a.org_unit_id), a.period_id, "
+        "a.last_period_id, a.severity, a.rule, a.total_cases, a.status, a.days_to_detect "
+        "from marts.alerts a left join marts.dim_org_unit o on o.org_unit_id = a.org_unit_id "
+        f"where {' and '.join(conditions)} order by a.emerged_on desc, a.alert_id limit $limit",
+        {**params, "limit": args.limit},
+    )
+    if not rows:
+        console.print(
+            "No alerts." if args.all else "No open alerts (--all shows closed and discarded ones)."
+        )
+        return 0
+    table = Table(title="Surveillance alerts (marts.alerts)")
+    for column in (
+        "alert",
+        "disease",
+        "org unit",
+        "weeks",
+        "severity",
+        "rule",
+        "cases",
+        "status",
+        "days to detect",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("cases", "days to detect") else "left"
+        )
+    for alert_id, disease, org_unit, first, last, severity, rule, cases, status, detect in rows:
+        weeks = first if first == last else f"{first}-{last}"
+        table.add_row(alert_id, disease, org_unit, weeks, severity, rule, f"{cases or 0:.0f}", status,
+                      "-" if detect is None else str(detect))  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def _show_alert(warehouse: Any, alert_id: str) -> int:
+    columns = [
+        "alert_id", "disease", "org_unit_id", "org_unit_level", "period_id", "last_period_id",
+        "rule", "method", "severity", "observed", "expected", "threshold", "total_cases", "status",
+        "emerged_on", "detected_at", "notified_at", "responded_at", "closed_at", "days_to_detect",
+        "days_to_notify", "days_to_respond",
+    ]  # fmt: skip
+    rows = warehouse.fetchall(
+        f"select {', '.join(columns)} from marts.alerts where alert_id = $id", {"id": alert_id}
+    )
+    if not rows:
+        raise HealthpipeError(f"no alert {alert_id!r} (see `healthpipe alerts list`)")
+    table = Table(title=f"Alert {alert_id}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for name, value in zip(columns, rows[0], strict=True):
+        table.add_row(name, "" if value is None else str(value))
+    console.print(table)
+    history = Table(title="History")
+    for column in ("when", "from", "to", "by", "note"):
+        history.add_column(column)
+    for when, old, new, actor, note in warehouse.fetchall(
+        "select changed_at, from_status, to_status, actor, note from audit.alert_transitions "
+        "where alert_id = $id order by changed_at",
+        {"id": alert_id},
+    ):
+        history.add_row(str(when), old or "", new, actor, note or "")
+    console.print(history)
+    for channel, status, attempts, error, sent in warehouse.fetchall(
+        "select channel, status, attempts, last_error, sent_at from audit.notifications "
+        "where alert_id = $id order by channel",
+        {"id": alert_id},
+    ):
+        detail = f"sent {sent}" if status == "sent" else f"failed {attempts}x: {error}"
+        console.print(f"notification via {channel}: {detail}")
     return 0
 
 
@@ -249,6 +359,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", action="append", metavar="NAME", help="only this source (repeatable)"
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    alerts = commands.add_parser(
+        "alerts",
+        help="list, show, acknowledge and close surveillance alerts",
+        description="Alerts move triggered -> verified or discarded -> responding or monitoring "
+        "-> closed; every change is recorded with its time, actor and note "
+        "(audit.alert_transitions) and feeds the 7-1-7 timeliness figures.",
+    )
+    alerts.add_argument("action", choices=["list", "show", "ack", "close"])
+    alerts.add_argument("alert_id", nargs="?", help="the alert (for show, ack and close)")
+    alerts.add_argument(
+        "--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
+    )
+    alerts.add_argument(
+        "--status",
+        default="verified",
+        choices=["verified", "discarded", "responding", "monitoring", "triggered"],
+        help="ack: the new status (default: verified)",
+    )
+    alerts.add_argument(
+        "--actor", default=os.environ.get("USER", "unknown"), help="who acts (default: $USER)"
+    )
+    alerts.add_argument("--note", help="why (kept with the change)")
+    alerts.add_argument("--disease", help="list: only this disease")
+    alerts.add_argument(
+        "--all", action="store_true", help="list: include closed and discarded alerts"
+    )
+    alerts.add_argument(
+        "--limit", type=int, default=50, help="list: at most this many (default 50)"
+    )
+    alerts.set_defaults(handler=cmd_alerts)
 
     quarantine = commands.add_parser(
         "quarantine",

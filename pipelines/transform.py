@@ -77,7 +77,10 @@ def run_dbt(
     env = {**dbt_env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     log.info("dbt %s on %s", " ".join(args), target)
     with _environment(env):
-        result = dbtRunner().invoke(command)
+        try:
+            result = dbtRunner().invoke(command)
+        finally:
+            _release_duckdb(target)
     outcome = DbtOutcome(command=" ".join(args))
     for node in _node_results(result.result):
         status = str(getattr(node, "status", "")).lower()
@@ -99,6 +102,19 @@ def run_dbt(
             f"full log: {work / 'logs' / 'dbt.log'}"
         )
     return outcome
+
+
+def _release_duckdb(target: str) -> None:
+    """dbt-duckdb keeps its database open in-process after a run; close it so another
+    process (the next CLI command, an Airflow task) can open the single-writer file."""
+    if target != "duckdb":
+        return
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()  # type: ignore[no-untyped-call]
 
 
 def _node_results(result: Any) -> list[Any]:

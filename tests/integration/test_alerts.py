@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -235,3 +236,45 @@ def test_a_failing_webhook_is_recorded_and_retried_until_it_works(
     assert final == [("sent", 2)]
     assert len(payloads) == cholera
     assert all("text" in p and p["alerts"][0]["disease"] == "cholera" for p in payloads)
+
+
+def test_the_command_line_lists_acknowledges_and_closes(
+    alerting_country: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config, _ = alerting_country
+    with open_warehouse(config) as warehouse:
+        run_alerts(warehouse, config, run_id="alerts1")
+        identifier = warehouse.fetch_scalar(
+            "select max(alert_id) from marts.alerts where status = 'triggered'"
+        )
+    config_file = tmp_path / "healthpipe.yml"
+    config_file.write_text(
+        f"warehouse: {config.warehouse}\nstate_dir: {config.state_dir}\n"
+        f"sources:\n  - {{name: hmis, type: dhis2, path: {config.source('hmis').path}}}\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HEALTHPIPE_WAREHOUSE"}
+    env["COLUMNS"] = "250"  # rich wraps tables to the terminal width
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "healthpipe", "alerts", *args, "--config", str(config_file)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+
+    listed = cli("list", "--limit", "1000")
+    assert listed.returncode == 0 and identifier in listed.stdout
+    acked = cli(
+        "ack", identifier, "--status", "verified", "--actor", "dso", "--note", "lab confirmed"
+    )
+    assert acked.returncode == 0 and "triggered -> verified" in acked.stdout
+    wrong = cli("ack", identifier, "--status", "triggered", "--actor", "dso")
+    assert wrong.returncode == 2 and "can move to" in wrong.stderr
+    closed = cli("close", identifier, "--actor", "dso", "--note", "contained")
+    assert closed.returncode == 0
+    shown = cli("show", identifier)
+    assert shown.returncode == 0 and "lab confirmed" in shown.stdout and "closed" in shown.stdout
