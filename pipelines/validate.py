@@ -184,6 +184,7 @@ def run_suite(
     except Exception:  # the suite is rebuilt on every call: reference sets change
         log.debug("suite %s not registered yet", spec.suite)
     suite = context.suites.add(gx.ExpectationSuite(name=spec.suite))
+    rule_of: dict[str, ExpectationSpec] = {}
     for item in spec.expectations:
         kwargs = {k: _resolve(v, references, item) for k, v in item.kwargs.items()}
         if item.column is not None:
@@ -195,7 +196,8 @@ def run_suite(
             raise ConfigError(
                 f"suite {spec.suite}: rule {item.rule}: unknown expectation {item.type}"
             )
-        suite.add_expectation(expectation_class(**kwargs))
+        added = suite.add_expectation(expectation_class(**kwargs))
+        rule_of[str(added.id)] = item
     batch = (
         context.data_sources.get("healthpipe_batches")
         .get_asset("landed_rows")
@@ -205,10 +207,14 @@ def run_suite(
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
     if docs is not None:
         _store_result(context, spec.suite, result, run_id, batch_id, now)
+    # GX groups results by column, not in suite order: match each result to its rule by the
+    # expectation's id.
     outcomes = []
-    for item, expectation_result in zip(spec.expectations, result.results, strict=True):
+    for expectation_result in result.results:
+        item = rule_of[str(expectation_result.expectation_config.id)]
         outcomes.append((item, dict(expectation_result.result), bool(expectation_result.success)))
-    return outcomes
+    order = {id(item): n for n, item in enumerate(spec.expectations)}
+    return sorted(outcomes, key=lambda outcome: order[id(outcome[0])])
 
 
 def _store_result(

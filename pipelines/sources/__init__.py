@@ -5,17 +5,22 @@ an adapter (see :class:`pipelines.sources.base.SourceAdapter`) registered below.
 from __future__ import annotations
 
 from pipelines.errors import HealthpipeError
-from pipelines.sources.base import NotBuiltAdapter, SourceAdapter
+from pipelines.sources.base import SourceAdapter
 from pipelines.sources.dhis2 import Dhis2Adapter
+from pipelines.sources.fhir import FhirAdapter
+from pipelines.sources.hl7v2 import Hl7v2Adapter
+from pipelines.sources.kobo import KoboAdapter
+from pipelines.sources.odk import OdkAdapter
+from pipelines.sources.tabular import TabularAdapter
 from pipelines.tables import RawTable
 
 ADAPTERS: dict[str, SourceAdapter] = {
     "dhis2": Dhis2Adapter(),
-    "fhir": NotBuiltAdapter("fhir"),
-    "hl7v2": NotBuiltAdapter("hl7v2"),
-    "odk": NotBuiltAdapter("odk"),
-    "kobo": NotBuiltAdapter("kobo"),
-    "tabular": NotBuiltAdapter("tabular"),
+    "fhir": FhirAdapter(),
+    "hl7v2": Hl7v2Adapter(),
+    "odk": OdkAdapter(),
+    "kobo": KoboAdapter(),
+    "tabular": TabularAdapter(),
 }
 
 

@@ -23,6 +23,8 @@ class SourceAdapter(Protocol):
     patient_level: bool
     """True when records identify patients: such a source needs the pseudonymisation key
     and must drop names, phones, addresses and exact birth dates before landing."""
+    helper_columns: tuple[str, ...]
+    """Columns ``enrich`` adds for the suites to check (never stored in raw)."""
 
     def pages(
         self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
@@ -54,6 +56,7 @@ class NotBuiltAdapter:
 
     tables: tuple[RawTable, ...] = ()
     patient_level = False
+    helper_columns: tuple[str, ...] = ()
     cursor_entity = "cursor"
 
     def __init__(self, source_type: str) -> None:

@@ -152,6 +152,7 @@ class Dhis2Adapter:
     cursor_entity = "files"
     tables = TABLES
     patient_level = False
+    helper_columns: tuple[str, ...] = ("period_type", "value_type")
 
     def pages(
         self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
