@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.alerts.pipeline import AlertRun, run_alerts
 from pipelines.audit import (
     finish_step,
     first_line,
@@ -79,6 +80,7 @@ class RunSummary:
     run_id: str
     sources: list[SourceSummary] = field(default_factory=list)
     dbt: DbtOutcome | None = None
+    alerts: AlertRun | None = None
 
 
 def data_docs(config: HealthpipeConfig) -> DataDocs:
@@ -274,6 +276,8 @@ def run_pipeline(
     if any(source.pages for source in summary.sources):
         build_data_docs(data_docs(config))
     summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+    with open_warehouse(config) as warehouse:
+        summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
     return summary
 
 

@@ -86,15 +86,19 @@ def signals(frame: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
     found: list[pd.DataFrame] = []
     for rule in rules.rules:
         subset = frame[frame["disease"].isin(rule.diseases)]
+        if rule.kind == "detector":
+            for name, disease_weeks in subset.groupby("disease", sort=True):
+                found.append(
+                    _detector_alarms(str(name), disease_weeks, rule, rules.min_completeness)
+                )
+            continue
         for (disease, org_unit), weeks in subset.groupby(["disease", "org_unit_id"], sort=True):
             weeks = weeks.reset_index(drop=True)
             result = apply_rule(weeks, rule, rules.min_completeness)
             alarms = result[result["alarm"].astype(bool)]
             if alarms.empty:
                 continue
-            rows = weeks.loc[
-                alarms.index, ["period_id", "week_start_date", "org_unit_level", "last_reported_at"]
-            ]
+            rows = weeks.loc[alarms.index, _KEPT]
             found.append(
                 rows.assign(
                     disease=str(disease),
@@ -106,9 +110,54 @@ def signals(frame: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
                     severity=alarms["severity"],
                 )
             )
+    found = [f for f in found if not f.empty]
     if not found:
         return pd.DataFrame()
     return pd.concat(found, ignore_index=True)
+
+
+_KEPT = ["period_id", "week_start_date", "org_unit_level", "last_reported_at"]
+
+
+def _detector_alarms(
+    disease: str, weeks: pd.DataFrame, rule: Rule, min_completeness: float
+) -> pd.DataFrame:
+    """A statistical method over every org unit's series of one disease at once (the
+    detectors batch the work), weeks reported by too few facilities treated as missing."""
+    from pipelines.alerts.detectors import detect_frame
+
+    judged = weeks.assign(
+        cases=weeks["cases"]
+        .astype(float)
+        .where(
+            weeks["reporting_completeness"].isna()
+            | (weeks["reporting_completeness"].astype(float) >= min_completeness)
+        )
+    )
+    wide = judged.pivot(index="week_start_date", columns="org_unit_id", values="cases")
+    wide = wide.asfreq("7D")  # a week nobody reported is a missing (NaN) week, not a gap
+    result = detect_frame(wide, str(rule.method), **rule.params)
+    alarms = result[result["alarm"].fillna(False).astype(bool)].reset_index()
+    if alarms.empty:
+        return pd.DataFrame()
+    alarms = alarms.rename(columns={"series": "org_unit_id", "week": "week_start_date"})
+    keyed = weeks.set_index(["org_unit_id", "week_start_date"])
+    context = keyed.loc[list(zip(alarms["org_unit_id"], alarms["week_start_date"], strict=True))]
+    return pd.DataFrame(
+        {
+            "period_id": context["period_id"].to_numpy(),
+            "week_start_date": alarms["week_start_date"].to_numpy(),
+            "org_unit_level": context["org_unit_level"].to_numpy(),
+            "last_reported_at": context["last_reported_at"].to_numpy(),
+            "disease": disease,
+            "org_unit_id": alarms["org_unit_id"].astype(str).to_numpy(),
+            "rule": rule.rule,
+            "observed": alarms["observed"].astype(float).to_numpy(),
+            "expected": pd.to_numeric(alarms["expected"], errors="coerce").to_numpy(),
+            "threshold": pd.to_numeric(alarms["threshold"], errors="coerce").to_numpy(),
+            "severity": "alert",
+        }
+    )
 
 
 def group_events(alarms: pd.DataFrame, rules: RuleSet) -> list[Event]:

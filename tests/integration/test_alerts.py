@@ -278,3 +278,51 @@ def test_the_command_line_lists_acknowledges_and_closes(
     assert closed.returncode == 0
     shown = cli("show", identifier)
     assert shown.returncode == 0 and "lab confirmed" in shown.stdout and "closed" in shown.stdout
+
+
+@pytest.fixture(scope="module")
+def built_in_rules_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[HealthpipeConfig, dict[str, Any]]:
+    """Three years of a six-district country, alerted with the built-in IDSR rules."""
+    root = tmp_path_factory.mktemp("built_in_alerting")
+    simulate(root / "country", country=build_country(7, districts=6), sources=["dhis2"])
+    config = make_config(f"duckdb:///{root / 'warehouse.duckdb'}", root / "country" / "dhis2", root)
+    run_pipeline(config)
+    return config, json.loads((root / "country" / "truth.json").read_text())
+
+
+def test_large_outbreaks_raise_alerts_while_they_last(built_in_rules_run: Any) -> None:
+    """Issue 7's bar: at least 90% of outbreaks of size k >= 10 alerted while they last;
+    smaller ones are reported (detection rate and median delay per k)."""
+    from pipelines.alerts.evaluation import score_alerts
+
+    config, truth = built_in_rules_run
+    with open_warehouse(config) as warehouse:
+        rows = warehouse.fetchall(
+            "select disease, org_unit_id, period_id, last_period_id from marts.alerts"
+        )
+    alerts = [
+        dict(zip(("disease", "org_unit_id", "period_id", "last_period_id"), r, strict=True))
+        for r in rows
+    ]
+    scores = score_alerts(truth["outbreaks"], alerts)
+    for score in scores.values():
+        print(
+            f"k={score.k:g}: {score.detected}/{score.outbreaks} detected, "
+            f"median delay {score.median_delay_weeks} weeks"
+        )
+    large = [s for k, s in scores.items() if k >= 10]
+    detected = sum(s.detected for s in large)
+    total = sum(s.outbreaks for s in large)
+    assert total >= 5
+    assert detected / total >= 0.9, scores
+
+
+def test_a_second_run_adds_no_alert_and_no_notification(built_in_rules_run: Any) -> None:
+    config, _ = built_in_rules_run
+    with open_warehouse(config) as warehouse:
+        before = warehouse.fetchall("select alert_id, last_period_id from marts.alerts order by 1")
+        outcome = run_alerts(warehouse, config, run_id="again")
+        after = warehouse.fetchall("select alert_id, last_period_id from marts.alerts order by 1")
+    assert outcome.new == [] and before == after and before

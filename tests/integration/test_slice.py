@@ -210,6 +210,7 @@ def test_every_step_is_recorded(slice_run: Any) -> None:
         ("reconcile", "success"),
         ("indicators", "success"),
         ("transform", "success"),
+        ("alerts", "success"),
     }
     rows_in, rows_out, quarantined, duplicates = query(
         config,

@@ -1,0 +1,717 @@
+"""Farrington flexible (Noufaily et al. 2013) as the R package ``surveillance`` computes it.
+
+The reference is ``surveillance::farringtonFlexible`` (R/farringtonFlexible.R and the helpers
+it shares with R/algo_farrington.R, package version 1.26.0). This module re-derives each step
+from that description, batched over many series that share the same weeks; the public entry
+point and its documentation are :func:`pipelines.alerts.detectors.farrington_flexible`.
+
+Steps for one judged week k (numbers are positions in the weekly series):
+
+1. Reference weeks (``algo.farrington.referencetimepoints``): the calendar date of week k
+   moved back 0..b years (29 February becomes 1 March, as R's ``seq(by = "-1 year")``
+   normalises it), then the week of the series starting on the nearest same weekday.
+2. Blocks (``blocks``): the current window k-w..k and every past window ref-w..ref+w get the
+   level ``no_periods``; the weeks between two consecutive windows are cut into
+   ``no_periods - 1`` blocks of nearly equal length (the first ``period mod (p - 1)`` blocks
+   one week longer) labelled 1..p-1, the oldest first.
+3. Rows (``algo.farrington.data.glm``): weeks with a level, minus ``k - past_weeks_not_included
+   .. k``, minus missing counts; ``wtime`` counts weeks from the first such row before
+   missing counts are dropped.
+4. Fit (``algo.farrington.fitGLM.flexible``): quasi-Poisson log-link GLM (IRLS exactly as
+   R's ``glm.fit``: start ``mu = y + 0.1``, at most 25 iterations, converged when the relative
+   deviance change is below 1e-8), retried without trend if it does not converge; dispersion
+   ``phi = max(1, Pearson X^2 / df)``; with ``reweight``, Anscombe residuals scaled by
+   ``sqrt(phi (1 - h))``, weights ``gamma * s^-2`` above ``weights_threshold`` and ``gamma``
+   below, ``gamma`` making them average 1, a refit with those weights and phi again.
+5. Trend (``algo.farrington.glm``): kept when its t-test p-value (``summary.glm``: t with
+   the residual degrees of freedom and the dispersion of :class:`FlexibleFit`) is below
+   ``p_threshold_trend``, b >= 3 and the predicted count for week k does not exceed the
+   largest baseline count; otherwise the whole fit (4.) is redone without trend.
+6. Prediction for week k at level ``no_periods`` and the threshold (``threshold.noufaily`` or
+   ``threshold.farrington``), the 5-cases-in-4-weeks rule and the alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+from scipy import special, stats  # type: ignore[import-untyped]  # no scipy-stubs in the env
+
+from pipelines.alerts._weeks import BoolArray, FloatArray, IntArray
+
+MAX_ITERATIONS = 25  # glm.control()$maxit
+EPSILON = 1e-8  # glm.control()$epsilon
+# R's discrete quantile search takes the smallest x with F(x) >= p (1 - 64 eps): keeps
+# exact ties on the left (qpois, qnbinom).
+QUANTILE_FUZZ = 1 - 64 * np.finfo(np.float64).eps
+POWER_TRANSFORMS = {"none": 1.0, "1/2": 0.5, "2/3": 2.0 / 3.0}
+THRESHOLD_METHODS = ("nbPlugin", "muan", "delta")
+
+
+@dataclass(frozen=True)
+class FarringtonParams:
+    """The ``control`` list of ``farringtonFlexible`` under Python names."""
+
+    b: int = 5
+    w: int = 3
+    reweight: bool = True
+    weights_threshold: float = 2.58
+    past_weeks_not_included: int = 26
+    no_periods: int = 10
+    trend: bool = True
+    p_threshold_trend: float = 0.05
+    alpha: float = 0.01
+    threshold_method: str = "nbPlugin"
+    powertrans: str = "2/3"
+    limit54: tuple[int, int] = (5, 4)
+
+
+# ---------------------------------------------------------------------------------------
+# Reference weeks and blocks
+# ---------------------------------------------------------------------------------------
+
+
+def shift_years(day: date, years: int) -> date:
+    """``day`` moved back ``years`` calendar years; 29 February becomes 1 March (R's
+    ``as.Date`` normalisation of an impossible date)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return date(day.year - years, 3, 1)
+
+
+def reference_time_points(day: date, b: int) -> list[date]:
+    """The week-k start date and the nearest same weekday 1..b years back (b + 1 dates).
+
+    The nearest same weekday is unique: the candidates lie 0..3 days on one side and 4..6
+    days on the other, which is what R's choice between its two candidates amounts to.
+    """
+    points = []
+    for years in range(b + 1):
+        target = shift_years(day, years)
+        offset = (day.weekday() - target.weekday()) % 7
+        points.append(target + timedelta(days=offset if offset <= 3 else offset - 7))
+    return points
+
+
+def reference_positions(days: list[date], k: int, b: int) -> IntArray | None:
+    """Positions of week k's reference weeks, most recent first; None if one is absent.
+
+    R stops with "Some reference time points did not exist"; a week that cannot be judged
+    is reported as such instead.
+    """
+    first = days[0]
+    out = []
+    for point in reference_time_points(days[k], b):
+        offset = (point - first).days
+        if offset < 0 or offset % 7 or offset // 7 >= len(days):
+            return None
+        out.append(offset // 7)
+    return np.asarray(out, dtype=np.int64)
+
+
+def blocks(reference: IntArray, length: int, w: int, no_periods: int) -> FloatArray:
+    """Seasonal level (1..no_periods) of every week, NaN outside the baseline.
+
+    ``reference`` holds the positions of week k and its b reference weeks, most recent first.
+    Windows reaching before the first week are cut at the first week (R silently drops a
+    zeroth index and stops on negative ones).
+    """
+    levels = np.full(length, np.nan)
+    k = int(reference[0])
+    levels[max(k - w, 0) : k + 1] = no_periods
+    for i in range(1, len(reference)):
+        ref = int(reference[i])
+        levels[max(ref - w, 0) : ref + w + 1] = no_periods
+        if no_periods == 1:
+            continue
+        period = int(reference[i - 1]) - 2 * w - 1 - ref
+        if period < no_periods - 1:
+            # R's own check (period < p - (2w + 1)) lets through gaps shorter than p - 1,
+            # which it then fills with overlapping reversed ranges; refuse them instead.
+            raise ValueError(
+                f"farrington_flexible: no_periods={no_periods} is too large: the "
+                f"{period} weeks between two windows cannot hold {no_periods - 1} blocks"
+            )
+        lengths = np.full(no_periods - 1, period // (no_periods - 1))
+        lengths[: period % (no_periods - 1)] += 1
+        start = ref + w + 1
+        for level, size in enumerate(lengths.tolist(), start=1):
+            levels[start : start + size] = level
+            start += size
+    return levels
+
+
+# ---------------------------------------------------------------------------------------
+# Quasi-Poisson GLM by IRLS, batched over series sharing one design matrix
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class GlmFit:
+    """The parts of R's ``glm`` object the algorithm reads, one row per series."""
+
+    coef: FloatArray  # (S, p)
+    mu: FloatArray  # (S, n) fitted means
+    working_weights: FloatArray  # (S, n) prior * mu of the last iteration (glm's $weights)
+    cov_unscaled: FloatArray  # (S, p, p) (X' W X)^-1 with those weights
+    converged: BoolArray  # (S,)
+    df_residual: FloatArray  # (S,)
+    dispersion: FloatArray  # (S,) Pearson X^2 / df, as summary.glm() estimates it
+
+    @property
+    def phi(self) -> FloatArray:
+        """``max(dispersion, 1)``: the package never lets phi fall below Poisson."""
+        return np.maximum(self.dispersion, 1.0)
+
+    def hat_values(self, design: FloatArray) -> FloatArray:
+        """Diagonal of the weighted hat matrix ``W^1/2 X (X'WX)^-1 X' W^1/2`` (hatvalues())."""
+        quad = np.einsum("ni,sij,nj->sn", design, self.cov_unscaled, design, optimize=True)
+        hat: FloatArray = self.working_weights * quad
+        return hat
+
+
+def _poisson_deviance(y: FloatArray, mu: FloatArray, prior: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu)
+    deviance: FloatArray = 2.0 * (prior * term).sum(axis=1)
+    return deviance
+
+
+def _solve(xtwx: FloatArray, rhs: FloatArray) -> FloatArray:
+    try:
+        solved = np.asarray(np.linalg.solve(xtwx, rhs[..., None])[..., 0], dtype=np.float64)
+    except np.linalg.LinAlgError:
+        solved = np.einsum("sij,sj->si", np.asarray(np.linalg.pinv(xtwx), np.float64), rhs)
+    return solved
+
+
+def _weighted_cross(design: FloatArray, weights: FloatArray) -> FloatArray:
+    """X' diag(w) X for every row of ``weights`` in one matrix product."""
+    n, p = design.shape
+    outer = (design[:, :, None] * design[:, None, :]).reshape(n, p * p)
+    cross: FloatArray = (weights @ outer).reshape(-1, p, p)
+    return cross
+
+
+def fit_quasipoisson(
+    design: FloatArray, y: FloatArray, offset: FloatArray, prior: FloatArray
+) -> GlmFit:
+    """IRLS as ``glm.fit`` runs it for ``quasipoisson(link = "log")``.
+
+    Each series stops iterating at its own convergence, so results equal one-series fits.
+    Step halving (R's answer to a non-finite deviance) halves towards the previous
+    coefficients; a first step that is not finite leaves the series unconverged (R stops
+    with "no valid set of coefficients").
+    """
+    series, n = y.shape
+    p = design.shape[1]
+    mu = y + 0.1
+    eta = np.log(mu)
+    dev_old = _poisson_deviance(y, mu, prior)
+    coef = np.zeros((series, p))
+    working = np.zeros((series, n))
+    cross = np.zeros((series, p, p))
+    converged = np.zeros(series, dtype=bool)
+    active = np.ones(series, dtype=bool)
+    started = np.zeros(series, dtype=bool)
+    for _ in range(MAX_ITERATIONS):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        m, e = mu[idx], eta[idx]
+        z = e - offset[idx] + (y[idx] - m) / m
+        w = prior[idx] * m
+        xtwx = _weighted_cross(design, w)
+        beta = _solve(xtwx, (w * z) @ design)
+        eta_new = beta @ design.T + offset[idx]
+        with np.errstate(over="ignore"):
+            mu_new = np.exp(eta_new)
+        dev = _poisson_deviance(y[idx], mu_new, prior[idx])
+        bad = ~np.isfinite(dev) | ~np.all((mu_new > 0) & np.isfinite(mu_new), axis=1)
+        for _halving in range(MAX_ITERATIONS):
+            fixable = bad & started[idx]
+            if not fixable.any():
+                break
+            beta[fixable] = (beta[fixable] + coef[idx[fixable]]) / 2
+            eta_new[fixable] = beta[fixable] @ design.T + offset[idx[fixable]]
+            mu_new[fixable] = np.exp(eta_new[fixable])
+            dev[fixable] = _poisson_deviance(y[idx[fixable]], mu_new[fixable], prior[idx[fixable]])
+            bad = ~np.isfinite(dev) | ~np.all((mu_new > 0) & np.isfinite(mu_new), axis=1)
+        if bad.any():
+            # No valid coefficients: this series stays unconverged and stops here.
+            active[idx[bad]] = False
+        good = ~bad
+        gi = idx[good]
+        coef[gi], eta[gi], mu[gi] = beta[good], eta_new[good], mu_new[good]
+        working[gi], cross[gi] = w[good], xtwx[good]
+        started[gi] = True
+        done = np.abs(dev[good] - dev_old[gi]) / (np.abs(dev[good]) + 0.1) < EPSILON
+        converged[gi[done]] = True
+        active[gi[done]] = False
+        dev_old[gi] = dev[good]
+    try:
+        cov_unscaled = np.asarray(np.linalg.inv(cross), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        cov_unscaled = np.asarray(np.linalg.pinv(cross), dtype=np.float64)
+    df = (prior > 0).sum(axis=1).astype(np.float64) - p
+    residuals = (y - mu) / mu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dispersion = np.where(working > 0, working * residuals**2, 0.0).sum(axis=1) / df
+    dispersion = np.where(df > 0, dispersion, np.nan)
+    return GlmFit(coef, mu, working, cov_unscaled, converged & started, df, dispersion)
+
+
+def anscombe_residuals(
+    y: FloatArray, mu: FloatArray, hat: FloatArray, phi: FloatArray
+) -> FloatArray:
+    """Poisson Anscombe residuals standardised by ``sqrt(phi (1 - h))`` (Farrington 1996)."""
+    raw = 1.5 * (np.cbrt(y) ** 2 * mu ** (-1.0 / 6.0) - np.sqrt(mu))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled: FloatArray = raw / np.sqrt(phi[:, None] * (1.0 - hat))
+    return scaled
+
+
+def assign_weights(residuals: FloatArray, threshold: float) -> FloatArray:
+    """Weights ``gamma s^-2`` where s > threshold and ``gamma`` elsewhere, averaging to 1.
+
+    ``algo.farrington.assign.weights``: gamma = n / sum(s^-2 over outliers + 1 otherwise).
+    Works row-wise on a (S, n) array.
+    """
+    outlier = residuals > threshold
+    with np.errstate(divide="ignore"):
+        inverse_square = np.where(outlier, residuals ** (-2.0), 1.0)
+    gamma = residuals.shape[-1] / inverse_square.sum(axis=-1, keepdims=True)
+    weights: FloatArray = gamma * inverse_square
+    return weights
+
+
+@dataclass
+class FlexibleFit:
+    """A fitted baseline model: the GLM after optional reweighting, and its phi."""
+
+    glm: GlmFit
+    phi: FloatArray
+    ok: BoolArray  # False where R's fitGLM returns NULL (no convergence)
+    # The dispersion summary.glm() and predict.glm() see. With reweighting the package
+    # overwrites model$weights (IRLS working weights) with the prior weights omega, so they
+    # estimate sum(omega ((y - mu) / mu)^2) / df instead of the Pearson X^2 / df behind phi.
+    summary_dispersion: FloatArray
+    omega: FloatArray  # the prior weights of the final fit (1 without reweighting)
+
+
+def fit_flexible(
+    design: FloatArray,
+    y: FloatArray,
+    offset: FloatArray,
+    reweight: bool,
+    weights_threshold: float,
+) -> FlexibleFit:
+    """``algo.farrington.fitGLM.flexible`` for one design (with or without trend column).
+
+    The convergence of the reweighted refit is not checked, as in the package.
+    """
+    ones = np.ones_like(y)
+    first = fit_quasipoisson(design, y, offset, ones)
+    if not reweight:
+        return FlexibleFit(first, first.phi, first.converged, first.dispersion, ones)
+    residuals = anscombe_residuals(y, first.mu, first.hat_values(design), first.phi)
+    omega = assign_weights(residuals, weights_threshold)
+    second = fit_quasipoisson(design, y, offset, omega)
+    working_residuals = (y - second.mu) / second.mu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quirk = np.where(omega > 0, omega * working_residuals**2, 0.0).sum(axis=1) / (
+            second.df_residual
+        )
+    quirk = np.where(second.df_residual > 0, quirk, np.nan)
+    return FlexibleFit(second, second.phi, first.converged, quirk, omega)
+
+
+# ---------------------------------------------------------------------------------------
+# Thresholds
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bounds:
+    """What the package's threshold functions return: lower, upper, p-value, score."""
+
+    lower: FloatArray
+    upper: FloatArray
+    prob: FloatArray
+    score: FloatArray
+
+
+def _count_cdf(x: FloatArray, mean: FloatArray, size: FloatArray | None) -> FloatArray:
+    """P(X <= x) for NB(size, mean) or, with ``size`` None, Poisson(mean); x whole numbers.
+
+    Incomplete beta/gamma ufuncs rather than scipy.stats: frozen distributions cost about a
+    millisecond each to build, which dominated single-series runs.
+    """
+    if size is None:
+        return np.asarray(special.gammaincc(x + 1, mean), dtype=np.float64)
+    return np.asarray(special.betainc(size, x + 1, size / (size + mean)), dtype=np.float64)
+
+
+def _discrete_quantile(q: float, mean: FloatArray, phi: FloatArray) -> FloatArray:
+    """Smallest x with F(x) >= q under NB(size mean / (phi - 1), prob 1 / phi) where
+    phi > 1, Poisson(mean) elsewhere (R's qnbinom / qpois)."""
+    target = q * QUANTILE_FUZZ
+    out = np.full(mean.shape, np.nan)
+    nb = phi > 1
+    for part, is_nb in ((nb, True), (~nb & ~np.isnan(phi), False)):
+        if not part.any():
+            continue
+        m = mean[part]
+        size = m / (phi[part] - 1) if is_nb else None
+        if size is not None:
+            guess = np.asarray(stats.nbinom.ppf(target, size, 1.0 / phi[part]), dtype=np.float64)
+        else:
+            guess = np.asarray(stats.poisson.ppf(target, m), dtype=np.float64)
+        guess = np.where(np.isfinite(guess), guess, np.nan)
+        # scipy's search agrees with R's up to floating ties; settle them one step either way.
+        below = np.maximum(guess - 1, 0)
+        guess = np.where((guess > 0) & (_count_cdf(below, m, size) >= target), below, guess)
+        out[part] = np.where(_count_cdf(guess, m, size) < target, guess + 1, guess)
+    return out
+
+
+def threshold_noufaily(
+    pred_fit: FloatArray,
+    pred_se: FloatArray,
+    phi: FloatArray,
+    alpha: float,
+    y: FloatArray,
+    method: str,
+) -> Bounds:
+    """``algo.farrington.threshold.noufaily``: negative-binomial quantiles around mu0.
+
+    ``pred_fit``/``pred_se`` are on the link (log) scale. ``nbPlugin`` plugs mu0 = exp(eta0)
+    in; ``muan`` uses mu0 = exp(eta0 + z_(1-alpha) se). Size ``mu0 / (phi - 1)``, prob
+    ``1 / phi`` (variance phi mu0); Poisson when phi <= 1. The p-value is P(Y >= y). The
+    score is ``(y - eta0) / (U - eta0)``: the package mixes the log-scale prediction with the
+    count-scale bound, and so do we (an alarm needs score > 1).
+    """
+    pred_fit, pred_se, phi, y = (
+        np.asarray(a, dtype=np.float64) for a in (pred_fit, pred_se, phi, y)
+    )
+    if method == "nbPlugin":
+        mu0 = np.exp(pred_fit)
+    else:
+        with np.errstate(over="ignore"):
+            mu0 = np.exp(stats.norm.ppf(1 - alpha, loc=pred_fit, scale=pred_se))
+    finite = np.isfinite(mu0)
+    mu0 = np.where(finite, mu0, np.nan)
+    lower = np.maximum(_discrete_quantile(alpha, mu0, phi), 0)
+    upper = _discrete_quantile(1 - alpha, mu0, phi)
+    # P(Y >= y); phi is never below 1, so "phi != 1" (R's test) means negative binomial.
+    nb = phi != 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size = mu0 / (phi - 1)
+    prob = np.full(mu0.shape, np.nan)
+    prob[nb] = stats.nbinom.sf(y[nb] - 1, size[nb], 1.0 / phi[nb])
+    prob[~nb] = stats.poisson.sf(y[~nb] - 1, mu0[~nb])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = (y - pred_fit) / (upper - pred_fit)
+    return Bounds(lower, upper, np.asarray(prob, dtype=np.float64), score)
+
+
+def threshold_farrington(
+    pred_fit: FloatArray,
+    pred_se: FloatArray,
+    phi: FloatArray,
+    powertrans: str,
+    alpha: float,
+    y: FloatArray,
+) -> Bounds:
+    """``algo.farrington.threshold.farrington``: Farrington et al. (1996) power-transformed
+    normal interval around mu0 (here on the count scale, ``type = "response"``).
+
+    ``tau = phi + se^2 / mu0``; the SD of the transformed prediction is sqrt(mu0 tau) (none),
+    sqrt(tau / 4) (1/2) or sqrt(4/9 mu0^(1/3) tau) (2/3); the bounds are
+    ``(mu0^e -/+ z se)^(1/e)`` sorted with impossible (NaN) values first, the lower one cut at
+    0. The p-value is P(N(mu0^e, se) > y^e); the score ``(y - mu0) / (U - mu0)``.
+    """
+    if powertrans not in POWER_TRANSFORMS:
+        raise ValueError(
+            f"farrington_flexible: powertrans must be one of {sorted(POWER_TRANSFORMS)}, "
+            f"got {powertrans!r} (R: 'No proper exponent')"
+        )
+    mu0, pred_se, phi, y = (np.asarray(a, dtype=np.float64) for a in (pred_fit, pred_se, phi, y))
+    tau = phi + pred_se**2 / mu0
+    exponent = POWER_TRANSFORMS[powertrans]
+    if powertrans == "none":
+        se = np.sqrt(mu0 * tau)
+    elif powertrans == "1/2":
+        se = np.sqrt(tau / 4)
+    else:
+        se = np.sqrt(4.0 / 9.0 * np.cbrt(mu0) * tau)
+    z = stats.norm.ppf(1 - alpha)
+    with np.errstate(invalid="ignore"):
+        a = (mu0**exponent - z * se) ** (1 / exponent)
+        b = (mu0**exponent + z * se) ** (1 / exponent)
+    # sort(..., na.last = FALSE): a NaN bound goes first, so the upper is the valid one.
+    upper = np.where(np.isnan(a) | np.isnan(b), np.where(np.isnan(a), b, a), np.maximum(a, b))
+    lower = np.where(np.isnan(a) | np.isnan(b), np.nan, np.minimum(a, b))
+    lower = np.where(np.isnan(lower), 0.0, np.maximum(lower, 0.0))
+    prob = stats.norm.sf(y**exponent, loc=mu0**exponent, scale=se)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = (y - mu0) / (upper - mu0)
+    return Bounds(lower, upper, np.asarray(prob, dtype=np.float64), score)
+
+
+# ---------------------------------------------------------------------------------------
+# One judged week, all series
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WeekResult:
+    """Per-series outputs for one judged week (NaN where no model could be fitted)."""
+
+    expected: FloatArray
+    upper: FloatArray
+    lower: FloatArray
+    prob: FloatArray
+    score: FloatArray
+    phi: FloatArray
+    trend: BoolArray
+    judged: BoolArray
+
+
+@dataclass
+class _Design:
+    """The rows of one baseline and their covariates (before missing counts are dropped)."""
+
+    rows: IntArray
+    wtime: FloatArray
+    levels: FloatArray
+
+
+def baseline_design(days: list[date], k: int, params: FarringtonParams) -> _Design | None:
+    """Rows, wtime and seasonal levels of week k's baseline; None without reference weeks."""
+    reference = reference_positions(days, k, params.b)
+    if reference is None:
+        return None
+    levels = blocks(reference, len(days), params.w, params.no_periods)
+    # (k - past_weeks_not_included):k in R: the current week and the weeks just before it.
+    levels_used = levels.copy()
+    levels_used[max(k - params.past_weeks_not_included, 0) : k + 1] = np.nan
+    rows = np.flatnonzero(~np.isnan(levels_used))
+    if rows.size == 0:
+        return None
+    if params.no_periods != 1 and not np.any(levels[rows] == params.no_periods):
+        # The prediction is at level no_periods; R's predict() stops when the baseline has
+        # no week at that level (past_weeks_not_included reaching the previous year).
+        return None
+    wtime = (rows - rows[0]).astype(np.float64)
+    return _Design(rows, wtime, levels[rows])
+
+
+def _columns(
+    design: _Design, keep: IntArray, params: FarringtonParams, trend: bool
+) -> tuple[FloatArray, FloatArray, int | None]:
+    """Design matrix for the kept rows, the prediction row for week k, and the trend column.
+
+    Treatment contrasts with the lowest level present as reference, like R's factor();
+    a level whose rows are all missing gives a zero column, which R's pivoting leaves out
+    (coefficient NA, i.e. 0 in predictions) and so do we.
+    """
+    levels = design.levels[keep]
+    columns = [np.ones(keep.size)]
+    row0 = [1.0]
+    trend_column = None
+    if trend:
+        trend_column = 1
+        columns.append(design.wtime[keep])
+        row0.append(np.nan)  # filled by the caller: it depends on the first kept row
+    if params.no_periods != 1:
+        present = np.unique(design.levels)
+        for level in present[1:]:
+            column = (levels == level).astype(np.float64)
+            if column.any():
+                columns.append(column)
+                row0.append(1.0 if level == params.no_periods else 0.0)
+    return np.column_stack(columns), np.asarray(row0), trend_column
+
+
+def _predict(
+    fit: FlexibleFit, x0: FloatArray, offset0: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Link-scale prediction and its SE.
+
+    The package passes ``dispersion = model$phi`` inside ``newdata`` rather than as an
+    argument of ``predict.glm``, so R uses ``summary.glm``'s dispersion (not max(phi, 1);
+    see :class:`FlexibleFit`) for the standard error; so do we.
+    """
+    eta0 = fit.glm.coef @ x0 + offset0
+    quad = np.einsum("i,sij,j->s", x0, fit.glm.cov_unscaled, x0)
+    return eta0, np.sqrt(quad * fit.summary_dispersion)
+
+
+def _trend_p_value(fit: FlexibleFit, column: int) -> FloatArray:
+    """Two-sided t-test p-value of the trend, as ``summary.glm`` reports it."""
+    se = np.sqrt(fit.glm.cov_unscaled[:, column, column] * fit.summary_dispersion)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = fit.glm.coef[:, column] / se
+    return np.asarray(2 * stats.t.sf(np.abs(t), fit.glm.df_residual), dtype=np.float64)
+
+
+def judge_week(
+    y: FloatArray,
+    log_population: FloatArray | None,
+    k: int,
+    design: _Design,
+    keep: IntArray,
+    params: FarringtonParams,
+) -> WeekResult:
+    """Fit week k's baseline for series sharing the same missing rows and threshold week k.
+
+    ``y`` is (S, T) for these series; ``keep`` indexes ``design.rows`` with observed counts.
+    """
+    series = y.shape[0]
+    rows = design.rows[keep]
+    response = y[:, rows]
+    offset = np.zeros_like(response) if log_population is None else log_population[:, rows]
+    offset0 = np.zeros(series) if log_population is None else log_population[:, k]
+    # R predicts at (date_k - first kept date) / 7 although wtime starts at the first row
+    # before missing counts are dropped: the two differ when that first row is missing.
+    wtime0 = float(k - rows[0])
+
+    def blank() -> FloatArray:
+        return np.full(series, np.nan)
+
+    result = WeekResult(
+        expected=blank(),
+        upper=blank(),
+        lower=blank(),
+        prob=blank(),
+        score=blank(),
+        phi=blank(),
+        trend=np.zeros(series, dtype=bool),
+        judged=np.zeros(series, dtype=bool),
+    )
+    chosen_fit: list[tuple[BoolArray, FlexibleFit, FloatArray]] = []
+    need_plain = np.ones(series, dtype=bool)
+    if params.trend:
+        x_t, x0_t, tcol = _columns(design, keep, params, trend=True)
+        assert tcol is not None
+        x0_t[tcol] = wtime0
+        with_trend = fit_flexible(x_t, response, offset, params.reweight, params.weights_threshold)
+        eta_t, _ = _predict(with_trend, x0_t, offset0)
+        significant = _trend_p_value(with_trend, tcol) < params.p_threshold_trend
+        no_extrapolation = np.exp(eta_t) <= response.max(axis=1)
+        keep_trend = with_trend.ok & significant & no_extrapolation & (params.b >= 3)
+        if keep_trend.any():
+            chosen_fit.append((keep_trend, with_trend, x0_t))
+            result.trend[keep_trend] = True
+        need_plain = ~keep_trend
+    if need_plain.any():
+        x_p, x0_p, _ = _columns(design, keep, params, trend=False)
+        plain = fit_flexible(x_p, response, offset, params.reweight, params.weights_threshold)
+        chosen_fit.append((need_plain & plain.ok, plain, x0_p))
+
+    for mask, fit, x0 in chosen_fit:
+        if not mask.any():
+            continue
+        eta0, se0 = _predict(fit, x0, offset0)
+        observed = y[:, k]
+        if params.threshold_method == "delta":
+            mean = np.exp(eta0)
+            bounds = threshold_farrington(
+                mean, se0 * mean, fit.phi, params.powertrans, params.alpha, observed
+            )
+        else:
+            mean = np.exp(eta0)
+            bounds = threshold_noufaily(
+                eta0, se0, fit.phi, params.alpha, observed, params.threshold_method
+            )
+        result.expected[mask] = mean[mask]
+        result.upper[mask] = bounds.upper[mask]
+        result.lower[mask] = bounds.lower[mask]
+        result.prob[mask] = bounds.prob[mask]
+        result.score[mask] = bounds.score[mask]
+        result.phi[mask] = fit.phi[mask]
+        result.judged[mask] = True
+    # R reports expected only where the upper bound exists.
+    result.expected[np.isnan(result.upper)] = np.nan
+    return result
+
+
+def farrington_flexible(
+    values: FloatArray,
+    days: list[date],
+    population: FloatArray | None,
+    params: FarringtonParams,
+    judge: BoolArray,
+) -> dict[str, FloatArray | BoolArray]:
+    """Run Farrington flexible on every series (rows of ``values``) at the weeks in ``judge``."""
+    series, length = values.shape
+    out: dict[str, FloatArray | BoolArray] = {
+        name: np.full((series, length), np.nan)
+        for name in ("expected", "threshold", "lower", "score", "pvalue", "phi")
+    }
+    trend = np.zeros((series, length), dtype=bool)
+    judged = np.zeros((series, length), dtype=bool)
+    log_population = None if population is None else np.log(population)
+    for k in np.flatnonzero(judge).tolist():
+        design = baseline_design(days, k, params)
+        if design is None:
+            continue
+        for members, keep in _groups_by_missing(np.isnan(values[:, design.rows])):
+            if keep.size == 0:
+                continue
+            week = judge_week(
+                values[members],
+                None if log_population is None else log_population[members],
+                k,
+                design,
+                keep,
+                params,
+            )
+            for name, array in (
+                ("expected", week.expected),
+                ("threshold", week.upper),
+                ("lower", week.lower),
+                ("score", week.score),
+                ("pvalue", week.prob),
+                ("phi", week.phi),
+            ):
+                out[name][members, k] = array
+            trend[members, k] = week.trend
+            judged[members, k] = week.judged
+    enough = enough_cases(values, params.limit54)
+    score = np.asarray(out["score"], dtype=np.float64)
+    observed_nonzero = np.nan_to_num(values, nan=0.0) != 0
+    with np.errstate(invalid="ignore"):
+        alarm = judged & enough & (np.nan_to_num(score, nan=-np.inf) > 1) & observed_nonzero
+    out["alarm"] = alarm
+    out["trend"] = trend
+    out["enough_cases"] = enough
+    out["judged"] = judged
+    return out
+
+
+def _groups_by_missing(missing: BoolArray) -> list[tuple[IntArray, IntArray]]:
+    """Series sharing the same missing baseline weeks, fitted together: (members, kept rows)."""
+    groups: dict[bytes, list[int]] = {}
+    for i, row in enumerate(missing):
+        groups.setdefault(np.packbits(row).tobytes(), []).append(i)
+    return [
+        (np.asarray(members, dtype=np.int64), np.flatnonzero(~missing[members[0]]))
+        for members in groups.values()
+    ]
+
+
+def enough_cases(values: FloatArray, limit54: tuple[int, int]) -> BoolArray:
+    """At least ``cases`` counts in the ``weeks`` weeks ending at each week (current week
+    included since surveillance 0.9-7). A missing week makes the sum NA: no alarm."""
+    cases, weeks = limit54
+    series = values.shape[0]
+    padded = np.concatenate([np.full((series, weeks - 1), np.nan), values], axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, weeks, axis=1)
+    total = windows.sum(axis=-1)
+    enough: BoolArray = np.where(np.isnan(total), False, total >= cases)
+    return enough
