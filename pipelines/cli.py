@@ -41,31 +41,51 @@ def _page_printer(source: str, entity: str, received: int) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import run_demo
+    from pipelines.demo import DEMO_YEAR, run_demo
 
     started = time.monotonic()
-    console.print("[bold]healthpipe demo[/]: simulating a country and running the pipeline")
-    result = run_demo(Path(args.workdir), seed=args.seed, on_page=_page_printer)
-    table = Table(title="marts.indicator_values: rows per org-unit level")
-    table.add_column("indicator")
-    for level in sorted({level for _, level, _ in result.levels}):
-        table.add_column(f"level {level}", justify="right")
-    by_indicator: dict[str, dict[int, int]] = {}
+    console.print(
+        "[bold]healthpipe demo[/]: simulating a country, serving it over the source APIs "
+        "and running the whole pipeline"
+    )
+    result = run_demo(
+        Path(args.workdir), seed=args.seed, districts=args.districts, on_page=_page_printer
+    )
+
+    sources = Table(title="Sources landed")
+    for column in ("source", "type", "records"):
+        sources.add_column(column, justify="right" if column == "records" else "left")
+    for name, kind, received in result.sources:
+        sources.add_row(name, kind, f"{received:,}")
+    console.print(sources)
+
+    levels: dict[int, int] = {}
+    indicators: set[str] = set()
     for indicator, level, rows in result.levels:
-        by_indicator.setdefault(indicator, {})[level] = rows
-    levels = sorted({level for _, level, _ in result.levels})
-    for indicator, counts in by_indicator.items():
-        table.add_row(indicator, *(f"{counts.get(level, 0):,}" for level in levels))
+        levels[level] = levels.get(level, 0) + rows
+        indicators.add(indicator)
+    table = Table(
+        title=f"marts.indicator_values: {len(indicators)} indicators, rows per org-unit level"
+    )
+    for level in sorted(levels):
+        table.add_column(f"level {level}", justify="right")
+    table.add_row(*(f"{levels[level]:,}" for level in sorted(levels)))
     console.print(table)
-    national = Table(title="National values, 2025")
+
+    national = Table(title=f"National values, {DEMO_YEAR}")
     national.add_column("indicator")
     national.add_column("value", justify="right")
     national.add_column("unit")
     for name, unit, value in result.national:
-        national.add_row(name, "-" if value is None else f"{value:.1f}", unit)
+        national.add_row(name, "-" if value is None else f"{value:,.1f}", unit)
     console.print(national)
+    alerts = ", ".join(f"{disease} {count}" for disease, count in result.alerts) or "none"
+    console.print(f"Alerts raised (marts.alerts): {alerts}")
+
+    state = result.config.state_dir
     console.print(f"Warehouse: [bold]{result.config.warehouse}[/]")
-    console.print(f"Simulated source files: {result.country_dir}")
+    console.print(f"Data Docs: {state / 'site' / 'data-docs' / 'index.html'}")
+    console.print(f"Simulated source files and truth.json: {result.country_dir}")
     console.print(
         "Query it: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
         f"{_duckdb_path(result.config.warehouse)}', read_only=True).sql("
@@ -302,6 +322,29 @@ def _show_alert(warehouse: Any, alert_id: str) -> int:
     return 0
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.mllp_listener import serve_mllp
+
+    config = load_config(args.config)
+    source = config.source(args.source)
+    if source.type != "hl7v2":
+        raise HealthpipeError(
+            f"source {source.name} is a {source.type} source; listen needs an hl7v2 one"
+        )
+
+    def listening(host: str, port: int) -> None:
+        console.print(
+            f"Receiving HL7 v2 over MLLP for {source.name} on {host}:{port}; Ctrl+C stops."
+        )
+
+    summary = serve_mllp(
+        config, source.name, host=args.host, port=args.port, on_listening=listening
+    )
+    console.print(f"Stopped: {summary}")
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipelines.sandbox.server import run_sandbox_cli
 
@@ -326,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", default="var", help="where the demo writes its data (default: var)"
     )
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (default: 7)")
+    demo.add_argument(
+        "--districts",
+        type=int,
+        default=20,
+        help="size of the simulated country (default 20 districts)",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     run = commands.add_parser(
@@ -409,6 +458,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-transform", action="store_true", help="replay without rebuilding the dbt models"
     )
     quarantine.set_defaults(handler=cmd_quarantine)
+
+    listen = commands.add_parser(
+        "listen",
+        help="receive HL7 v2 lab results over MLLP for an hl7v2 source",
+        description="A long-running MLLP receiver: each message is stored (pseudonymised, "
+        "validated) and only then acknowledged AA; malformed ones are quarantined and answered "
+        "AE or AR. On the DuckDB warehouse it holds the single-writer lock while it runs.",
+    )
+    listen.add_argument("--source", required=True, help="the hl7v2 source (its `listen:` address)")
+    listen.add_argument(
+        "--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
+    )
+    listen.add_argument("--host", help="override the source's listen host")
+    listen.add_argument("--port", type=int, help="override the source's listen port")
+    listen.set_defaults(handler=cmd_listen)
 
     sandbox = commands.add_parser(
         "sandbox",

@@ -84,7 +84,9 @@ def test_a_data_value_set_of_the_wrong_shape_names_the_field(tmp_path: Path) -> 
 
 
 def test_demo_runs_and_says_where_the_results_are(tmp_path: Path) -> None:
-    result = healthpipe("demo", "--workdir", str(tmp_path / "var"), cwd=tmp_path)
+    result = healthpipe(
+        "demo", "--workdir", str(tmp_path / "var"), "--districts", "3", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "Warehouse:" in result.stdout
     assert "indicator_values" in result.stdout
