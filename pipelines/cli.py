@@ -49,7 +49,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "and running the whole pipeline"
     )
     result = run_demo(
-        Path(args.workdir), seed=args.seed, districts=args.districts, on_page=_page_printer
+        Path(args.workdir),
+        seed=args.seed,
+        districts=args.districts,
+        weeks=args.weeks,
+        on_page=_page_printer,
     )
 
     sources = Table(title="Sources landed")
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="size of the simulated country (default 20 districts)",
     )
+    demo.add_argument("--weeks", type=int, default=156, help="weeks of history (default 156)")
     demo.set_defaults(handler=cmd_demo)
 
     run = commands.add_parser(

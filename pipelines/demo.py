@@ -110,12 +110,13 @@ def run_demo(
     *,
     seed: int = 7,
     districts: int = 20,
+    weeks: int = 156,
     on_page: PageCallback | None = None,
 ) -> DemoResult:
     from pipelines.sandbox.server import start_sandbox
 
     country_dir = workdir / "demo-country"
-    simulate(country_dir, seed=seed, districts=districts)
+    simulate(country_dir, seed=seed, districts=districts, weeks=weeks)
     with start_sandbox(country_dir) as sandbox:
         credentials = sandbox.credentials
         env = {

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from connectors.base import Page
 from pipelines.alerts.pipeline import AlertRun, run_alerts
 from pipelines.audit import (
     finish_step,
@@ -97,6 +98,39 @@ def open_warehouse(config: HealthpipeConfig) -> Warehouse:
     return warehouse
 
 
+LANDING_BATCH = 20_000
+"""Records landed and validated together: HTTP sources send small pages (FHIR 100, ODK
+1,000), and validating each on its own would spend the run in Great Expectations' fixed
+costs."""
+
+
+def coalesce_pages(pages: Iterable[Page], limit: int) -> Iterator[Page]:
+    """Consecutive pages of one entity merged up to ``limit`` records; a merged page carries
+    the cursor of its last page, so the cursor still never runs ahead of what was landed."""
+    pending: list[Page] = []
+    size = 0
+    for page in pages:
+        if pending and (page.entity != pending[0].entity or size + len(page.records) > limit):
+            yield _merged(pending)
+            pending, size = [], 0
+        pending.append(page)
+        size += len(page.records)
+    if pending:
+        yield _merged(pending)
+
+
+def _merged(pages: list[Page]) -> Page:
+    if len(pages) == 1:
+        return pages[0]
+    records = [record for page in pages for record in page.records]
+    origin = (
+        pages[0].origin
+        if pages[0].origin == pages[-1].origin
+        else f"{pages[0].origin} .. {pages[-1].origin}"
+    )
+    return Page(pages[0].entity, records, origin, pages[-1].cursor)
+
+
 def enricher(
     adapter: SourceAdapter, entity: str, references: Mapping[str, Any]
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -131,7 +165,8 @@ def ingest_source(
     )
     cursor = None if full_refresh else load_cursor(warehouse, source.name, adapter.cursor_entity)
     summary = SourceSummary(source=source.name)
-    for number, page in enumerate(adapter.pages(source, cursor, config), start=1):
+    pages = coalesce_pages(adapter.pages(source, cursor, config), LANDING_BATCH)
+    for number, page in enumerate(pages, start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"
         counts = summary.entities.setdefault(page.entity, EntityCounts())
@@ -182,13 +217,69 @@ def ingest_source(
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
+    pull = "full" if cursor is None else "incremental"
     for entity, entity_counts in summary.entities.items():
-        _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts)
+        if pull == "full":
+            _check_volume(warehouse, run_id, source.name, entity, entity_counts.received)
+        _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts, pull)
     return summary
 
 
+VOLUME_HISTORY = 5
+VOLUME_FLOOR = 0.5
+"""A full pull bringing less than this share of the median of the previous full pulls is
+flagged: a silently truncated extract looks like that."""
+
+
+def _check_volume(
+    warehouse: Warehouse, run_id: str, source: str, entity: str, received: int
+) -> None:
+    history = [
+        int(row[0])
+        for row in warehouse.fetchall(
+            "select rows_in from audit.pipeline_runs where step = 'reconcile' and status = 'success' "
+            "and source = $source and entity = $entity and message like 'full pull:%' "
+            "order by started_at desc limit $limit",
+            {"source": source, "entity": entity, "limit": VOLUME_HISTORY},
+        )
+    ]
+    if not history:
+        return
+    usual = sorted(history)[len(history) // 2]
+    success = received >= VOLUME_FLOOR * usual
+    now = utc_now()
+    warehouse.execute(
+        "insert into audit.validation_results (run_id, batch_id, source_name, raw_table, suite, "
+        "expectation, rule, column_name, severity, success, element_count, unexpected_count, "
+        "unexpected_percent, validated_at) values ($run, $run, $source, $entity, 'volume', "
+        "'received_at_least_half_the_usual', 'volume_in_range', null, 'warning', $success, "
+        "$received, $missing, $percent, $now)",
+        {
+            "run": run_id,
+            "source": source,
+            "entity": entity,
+            "success": success,
+            "received": received,
+            "missing": max(0, usual - received),
+            "percent": 100.0 * max(0, usual - received) / usual if usual else 0.0,
+            "now": now,
+        },
+    )
+    if not success:
+        log.error(
+            "%s %s: a full pull brought %d records, under half the usual %d; check the source "
+            "for a truncated extract (audit.validation_results rule volume_in_range)",
+            source, entity, received, usual,
+        )  # fmt: skip
+
+
 def _record_reconciliation(
-    warehouse: Warehouse, run_id: str, source: str, entity: str, counts: EntityCounts
+    warehouse: Warehouse,
+    run_id: str,
+    source: str,
+    entity: str,
+    counts: EntityCounts,
+    pull: str = "full",
 ) -> None:
     """One ``reconcile`` row per source and entity: received = landed clean + quarantined +
     duplicates collapsed. A mismatch is recorded as failed (something was lost)."""
@@ -196,7 +287,7 @@ def _record_reconciliation(
     step.rows_in, step.rows_out = counts.received, counts.clean
     step.rows_quarantined, step.rows_duplicate = counts.quarantined, counts.duplicates
     step.message = (
-        f"received {counts.received} = landed {counts.clean} + quarantined "
+        f"{pull} pull: received {counts.received} = landed {counts.clean} + quarantined "
         f"{counts.quarantined} + duplicates {counts.duplicates}"
     )
     if not counts.reconciles:

@@ -14,7 +14,7 @@ from connectors.base import Cursor, Page, Record
 from connectors.dhis2_api import DEFAULT_START, Dhis2ApiSettings, read_api
 from connectors.http import Credentials, HttpClient
 from pipelines.config import HealthpipeConfig, SourceConfig
-from pipelines.periods import period_type_of
+from pipelines.periods import parse_period, period_type_of
 from pipelines.privacy import Pseudonymiser
 from pipelines.tables import RawTable, text_columns
 from pipelines.warehouse import Warehouse
@@ -152,7 +152,7 @@ class Dhis2Adapter:
     cursor_entity = "files"
     tables = TABLES
     patient_level = False
-    helper_columns: tuple[str, ...] = ("period_type", "value_type")
+    helper_columns: tuple[str, ...] = ("period_type", "value_type", "period_in_future")
 
     def pages(
         self, source: SourceConfig, cursor: Cursor | None, config: HealthpipeConfig
@@ -241,6 +241,12 @@ class Dhis2Adapter:
         periods = enriched["period"].astype(object)
         types = {p: period_type_of(p) for p in periods.dropna().unique()}
         enriched["period_type"] = periods.map(types).astype(object)
+        starts = {p: parse_period(p).start_date for p, kind in types.items() if kind}
+        extracted = pd.to_datetime(enriched["extracted_at"]).dt.date
+        enriched["period_in_future"] = [
+            None if starts.get(period) is None else starts[period] > day
+            for period, day in zip(periods, extracted, strict=True)
+        ]
         if entity == "complete_registrations":
             return enriched
         value_types = references.get("value_type_of", {})

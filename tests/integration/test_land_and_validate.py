@@ -131,6 +131,7 @@ def test_invalid_values_are_quarantined_with_rule_and_reason(
         {**good, "value": "five", "period": "202602"},
         {**good, "dataElement": "unknownDE00", "period": "202603"},
         {**good, "categoryOptionCombo": "NoSuchCombo", "period": "202604"},
+        {**good, "period": "209901"},
     ]
     drop = tmp_path / "drop"
     write_drop(drop, [org_unit], [good, *bad])
@@ -138,13 +139,13 @@ def test_invalid_values_are_quarantined_with_rule_and_reason(
     with open_warehouse(config) as warehouse:
         summary = ingest_source(warehouse, config.source("hmis"), config, run_id="run1")
         counts = summary.entities["data_values"]
-        assert (counts.received, counts.quarantined) == (7, 6)
+        assert (counts.received, counts.quarantined) == (8, 7)
         statuses = dict(
             warehouse.fetchall(
                 "select validation_status, count(*) from raw.dhis2__data_values group by 1"
             )
         )
-        assert statuses == {"valid": 1, "quarantined": 6}
+        assert statuses == {"valid": 1, "quarantined": 7}
         reasons: dict[tuple[str, str], str] = {}
         for rule, field, reason in warehouse.fetchall(
             "select rule, field, reason from audit.quarantine "
@@ -158,6 +159,7 @@ def test_invalid_values_are_quarantined_with_rule_and_reason(
         assert "INTEGER_ZERO_OR_POSITIVE" in reasons[("value_numeric", "value")]
         assert "unknownDE00" in reasons[("data_element_known", "data_element")]
         assert "NoSuchCombo" in reasons[("category_option_combo_known", "category_option_combo")]
+        assert "209901" in reasons[("period_not_in_future", "period_in_future")]
         periods = {
             json.loads(r[0])["period"]
             for r in warehouse.fetchall(
@@ -276,3 +278,32 @@ def test_replay_releases_records_once_their_metadata_arrives(
         ) == [("valid", 2)]
         released = warehouse.fetchall("select rule, released_at is not null from audit.quarantine")
         assert released == [("org_unit_known", True)]
+
+
+def test_a_full_pull_far_smaller_than_usual_is_flagged(
+    duckdb_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unit = {"id": "DiszpKrYNg8", "name": "Ngelehun CHC", "path": "/DiszpKrYNg8", "level": 1}
+    values = [
+        {
+            "dataElement": "tpz77FcntKx",
+            "period": f"2025{m:02d}",
+            "orgUnit": "DiszpKrYNg8",
+            "value": str(m),
+        }
+        for m in range(1, 13)
+    ]
+    drop = tmp_path / "drop"
+    write_drop(drop, [unit], values)
+    config = make_config(duckdb_url, drop, tmp_path)
+    with open_warehouse(config) as warehouse:
+        for run in ("run1", "run2"):
+            ingest_source(warehouse, config.source("hmis"), config, run_id=run, full_refresh=True)
+        write_drop(drop, [unit], values[:3])
+        ingest_source(warehouse, config.source("hmis"), config, run_id="run3", full_refresh=True)
+        checks = warehouse.fetchall(
+            "select run_id, success, element_count from audit.validation_results "
+            "where rule = 'volume_in_range' and raw_table = 'data_values' order by run_id"
+        )
+    assert checks == [("run2", True, 12), ("run3", False, 3)]
+    assert "under half the usual 12" in caplog.text
