@@ -3,7 +3,8 @@
     exist for: zero when facilities reported without cases (DHIS2 stores no zeros), null when
     no facility below the org unit reported that week. With the population of the week's year
     and the week's IDSR reporting completeness, so alerting can tell a quiet week from a week
-    nobody reported. -#}
+    nobody reported. lab_confirmed counts laboratory orders whose confirmatory test was
+    positive (seed idsr_lab_confirmations), by week of specimen collection. -#}
 {{ config(materialized='table') }}
 
 with diseases as (
@@ -100,6 +101,26 @@ weeks as (
 
 ),
 
+lab_confirmed as (
+
+    -- one order is one confirmed case, whatever else it tested; latest result only (staging
+    -- keeps the corrected one)
+    select
+        c.disease,
+        a.ancestor_id as org_unit_id,
+        d.weekly_id as period_id,
+        count(distinct r.source_name || '|' || r.order_key) as lab_confirmed
+    from {{ ref('stg_hl7v2__results') }} as r
+    join {{ ref('idsr_lab_confirmations') }} as c
+        on c.test_code = r.test_code and c.positive_code = r.value_code
+    join {{ ref('int_org_units') }} as o on o.code = r.org_unit_code
+    join {{ ref('int_org_unit_ancestors') }} as a on a.org_unit_id = o.org_unit_id
+    join {{ ref('int_calendar_days') }} as d on d.day = cast(r.collected_at as date)
+    where not r.is_specimen_rejected
+    group by c.disease, a.ancestor_id, d.weekly_id
+
+),
+
 population as (
 
     select a.org_unit_id, a.period_id as year_id, sum(a.value) as population
@@ -142,6 +163,7 @@ select
     case when r.expected > 0 then coalesce(r.received, 0) * 100.0 / r.expected end
         as reporting_completeness,
     g.is_immediately_notifiable,
+    coalesce(lab.lab_confirmed, 0) as lab_confirmed,
     rep.last_reported_at
 from grid as g
 left join counts as c
@@ -149,6 +171,8 @@ left join counts as c
 left join reports as r on r.org_unit_id = g.org_unit_id and r.period_id = g.period_id
 left join reported as rep
     on rep.disease = g.disease and rep.org_unit_id = g.org_unit_id and rep.period_id = g.period_id
+left join lab_confirmed as lab
+    on lab.disease = g.disease and lab.org_unit_id = g.org_unit_id and lab.period_id = g.period_id
 left join population as pop
     on pop.org_unit_id = g.org_unit_id
     and pop.year_id = cast(cast(extract(year from g.start_date + 3) as integer) as varchar)

@@ -71,7 +71,7 @@ def alert_id(disease: str, org_unit_id: str, rule: str, first_week: str) -> str:
 def surveillance_frame(warehouse: Warehouse, level: int) -> pd.DataFrame:
     table = warehouse.fetch_arrow(
         "select disease, org_unit_id, org_unit_level, period_id, week_start_date, cases, "
-        "population, reporting_completeness, last_reported_at "
+        "population, reporting_completeness, lab_confirmed, last_reported_at "
         "from marts.fct_surveillance_weekly where org_unit_level = $level "
         "order by disease, org_unit_id, week_start_date",
         {"level": level},

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.errors import ConfigError
 
 BUILT_IN_RULES = Path(__file__).with_name("rules.yml")
-Kind = Literal["single_case", "attack_rate", "rolling_rate", "detector"]
+Kind = Literal["single_case", "attack_rate", "rolling_rate", "rolling_count", "detector"]
+# Weekly measures of marts.fct_surveillance_weekly a rule may count.
+Measure = Literal["cases", "lab_confirmed"]
 SIGNAL_COLUMNS = ["observed", "expected", "threshold", "alarm", "severity"]
 
 
@@ -36,6 +38,9 @@ class Rule(BaseModel):
     small_alert_cases: int | None = None
     small_epidemic_cases: int | None = None
     weeks: int = Field(default=1, ge=1)
+    # rolling_count
+    measure: Measure = "cases"
+    alert_cases: int | None = Field(default=None, ge=1)
     # detector
     method: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -71,6 +76,8 @@ def load_rules(path: Path | None = None) -> RuleSet:
             raise ConfigError(f"{source}: rule {rule.rule}: a detector rule needs `method`")
         if rule.kind in ("attack_rate", "rolling_rate") and rule.alert_per_100k is None:
             raise ConfigError(f"{source}: rule {rule.rule}: needs alert_per_100k")
+        if rule.kind == "rolling_count" and rule.alert_cases is None:
+            raise ConfigError(f"{source}: rule {rule.rule}: needs alert_cases")
     return rules
 
 
@@ -140,6 +147,21 @@ def rolling_rate(weeks: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     return signals
 
 
+def rolling_count(weeks: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """A count of ``measure`` over the last ``weeks`` weeks against a fixed number (measles:
+    3 laboratory-confirmed cases in a district in a month)."""
+    signals = _empty(weeks.index)
+    counts = weeks[rule.measure].astype(float).fillna(0)
+    window = counts.rolling(rule.weeks, min_periods=1).sum()
+    threshold = float(rule.alert_cases or 0)
+    signals["observed"] = window
+    signals["threshold"] = threshold
+    # the week must add to the count itself, so an event ends when confirmations stop
+    signals["alarm"] = (window >= threshold) & (counts > 0)
+    signals["severity"] = "alert"
+    return signals
+
+
 def detector(weeks: pd.DataFrame, rule: Rule, min_completeness: float) -> pd.DataFrame:
     """A statistical method on the weekly series; weeks reported by too few facilities are
     treated as missing, so a reporting gap is not read as a fall or a rise in cases."""
@@ -167,4 +189,6 @@ def apply_rule(weeks: pd.DataFrame, rule: Rule, min_completeness: float) -> pd.D
         return attack_rate(weeks, rule)
     if rule.kind == "rolling_rate":
         return rolling_rate(weeks, rule)
+    if rule.kind == "rolling_count":
+        return rolling_count(weeks, rule)
     return detector(weeks, rule, min_completeness)

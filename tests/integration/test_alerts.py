@@ -4,7 +4,10 @@ outbreaks, re-runs raise nothing twice, and the lifecycle is enforced and record
 from __future__ import annotations
 
 import json
+import re
 import socket
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +329,139 @@ def test_a_second_run_adds_no_alert_and_no_notification(built_in_rules_run: Any)
         outcome = run_alerts(warehouse, config, run_id="again")
         after = warehouse.fetchall("select alert_id, last_period_id from marts.alerts order by 1")
     assert outcome.new == [] and before == after and before
+
+
+LAB_RULES = """
+level: 3
+rules:
+  - rule: idsr_measles_lab_confirmed
+    kind: rolling_count
+    diseases: [measles]
+    measure: lab_confirmed
+    weeks: 4
+    alert_cases: 3
+"""
+
+
+@pytest.fixture(scope="module")
+def lab_country(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[HealthpipeConfig, dict[str, Any], Path]]:
+    """IDSR weekly reports and the laboratories' HL7 results of one country."""
+    root = tmp_path_factory.mktemp("lab_alerting")
+    simulate(
+        root / "country", country=build_country(7, districts=4), weeks=60, sources=["dhis2", "hl7"]
+    )
+    rules = root / "rules.yml"
+    rules.write_text(LAB_RULES, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEALTHPIPE_PSEUDONYM_KEY", "lab-alerting-test-key-0123456789")
+        config = make_config(
+            f"duckdb:///{root / 'warehouse.duckdb'}",
+            root / "country" / "dhis2",
+            root,
+            alert_rules=str(rules),
+            sources=[
+                {"name": "hmis", "type": "dhis2", "path": str(root / "country" / "dhis2")},
+                {"name": "lab", "type": "hl7v2", "path": str(root / "country" / "hl7")},
+            ],
+        )
+        run_pipeline(config)
+        yield config, json.loads((root / "country" / "truth.json").read_text()), root
+
+
+def _utc_day(stamp: str) -> date | None:
+    """The UTC day of an HL7 timestamp YYYYMMDD[HHMM[SS]][+/-ZZZZ] (no offset: UTC)."""
+    match = re.fullmatch(r"(\d{8})(\d{0,6})(?:\.\d+)?([+-]\d{4})?", stamp)
+    if not match:
+        return None
+    digits = (match.group(1) + match.group(2)).ljust(14, "0")
+    moment = datetime.strptime(digits, "%Y%m%d%H%M%S")
+    if offset := match.group(3):
+        sign = 1 if offset[0] == "+" else -1
+        moment -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+    return moment.date()
+
+
+def _measles_igm_positives(hl7_dir: Path) -> dict[tuple[str, date], int]:
+    """Positive measles IgM orders per (ordering facility code, UTC collection day), read from
+    the laboratories' files with plain string handling: the latest message of each order wins,
+    a rejected specimen (ORC-5 X) confirms nothing."""
+    latest: dict[str, tuple[str, bool, str, date | None]] = {}
+    for path in sorted(p for p in hl7_dir.rglob("*") if p.is_file()):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        segments = [line.split("|") for line in re.split(r"\r\n|\r|\n", text) if line]
+        sent = lab = facility = order = ""
+        collected: date | None = None
+        rejected = False
+        for fields in segments:
+            kind = fields[0]
+            if kind == "MSH":
+                sent = fields[6] if len(fields) > 6 else ""
+                lab = fields[3]
+            elif kind == "ORC":
+                xon = fields[21].split("^") if len(fields) > 21 else []
+                facility = xon[9] if len(xon) > 9 and xon[9] else xon[2] if len(xon) > 2 else ""
+                rejected = len(fields) > 5 and fields[5] == "X"
+            elif kind == "OBR":
+                # filler order number with its namespace, else the placer's: unique per lab
+                order = lab + "|" + (fields[3] or fields[2])
+                collected = _utc_day(fields[7]) if len(fields) > 7 else None
+            elif kind == "OBX" and len(fields) > 5 and fields[3].split("^")[0] == "21503-8":
+                positive = fields[5].split("^")[0] == "10828004" and not rejected
+                previous = latest.get(order)
+                if previous is None or sent > previous[0]:
+                    latest[order] = (sent, positive, facility, collected)
+    counts: dict[tuple[str, date], int] = {}
+    for _sent, positive, facility, day in latest.values():
+        if positive and facility and day:
+            counts[(facility, day)] = counts.get((facility, day), 0) + 1
+    return counts
+
+
+def test_lab_confirmed_measles_are_counted_per_district_and_week(lab_country: Any) -> None:
+    config, _, root = lab_country
+    positives = _measles_igm_positives(root / "country" / "hl7")
+    assert sum(positives.values()) > 0, "the simulated labs confirmed no measles case"
+    with open_warehouse(config) as warehouse:
+        facilities = dict(
+            warehouse.fetchall("select code, level_3_id from marts.dim_org_unit where level = 4")
+        )
+        weekly = warehouse.fetchall(
+            "select org_unit_id, period_id, lab_confirmed from marts.fct_surveillance_weekly "
+            "where disease = 'measles' and org_unit_level = 3 and lab_confirmed > 0"
+        )
+        first, last = warehouse.fetchall(
+            "select min(week_start_date), max(week_end_date) from marts.fct_surveillance_weekly"
+        )[0]
+    expected: dict[tuple[str, str], int] = {}
+    for (facility, when), count in positives.items():
+        if facility not in facilities or not first <= when <= last:
+            continue
+        year, week, _ = when.isocalendar()
+        key = (facilities[facility], f"{year}W{week}")
+        expected[key] = expected.get(key, 0) + count
+    assert {(o, p): int(n) for o, p, n in weekly} == expected
+
+
+def test_three_lab_confirmed_measles_in_a_month_raise_an_alert(lab_country: Any) -> None:
+    config, _, _ = lab_country
+    with open_warehouse(config) as warehouse:
+        months = warehouse.fetchall(
+            "select org_unit_id, period_id, sum(lab_confirmed) over ("
+            "  partition by org_unit_id order by week_start_date rows between 3 preceding and current row"
+            ") as in_month, lab_confirmed from marts.fct_surveillance_weekly "
+            "where disease = 'measles' and org_unit_level = 3"
+        )
+        raised = warehouse.fetchall(
+            "select a.org_unit_id, p.period_id from marts.alerts as a "
+            "join marts.fct_surveillance_weekly as p on p.org_unit_id = a.org_unit_id "
+            "and p.disease = a.disease and p.org_unit_level = 3 "
+            "and p.week_start_date between a.emerged_on and "
+            "(select week_end_date from marts.fct_surveillance_weekly as l where l.disease = a.disease "
+            " and l.org_unit_id = a.org_unit_id and l.period_id = a.last_period_id) "
+            "where a.rule = 'idsr_measles_lab_confirmed'"
+        )
+    due = {(o, p) for o, p, in_month, week in months if in_month >= 3 and week > 0}
+    assert due, "no district reached three lab-confirmed measles cases in four weeks"
+    assert due <= set(raised), sorted(due - set(raised))[:5]
