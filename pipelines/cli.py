@@ -349,6 +349,23 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grant(args: argparse.Namespace) -> int:
+    from pipelines.access import grant_org_unit_access
+    from pipelines.config import load_config
+    from pipelines.run import open_warehouse
+
+    config = load_config(args.config)
+    with open_warehouse(config) as warehouse:
+        grant = grant_org_unit_access(
+            warehouse, args.role, args.org_unit, password_env=args.password_env
+        )
+    console.print(
+        f"Role {grant.role} reads marts for {grant.org_unit_name} ({grant.org_unit_id}) and "
+        f"everything below it; {grant.tables} tables are under row-level security."
+    )
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipelines.sandbox.server import run_sandbox_cli
 
@@ -478,6 +495,24 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--host", help="override the source's listen host")
     listen.add_argument("--port", type=int, help="override the source's listen port")
     listen.set_defaults(handler=cmd_listen)
+
+    grant = commands.add_parser(
+        "grant",
+        help="create a PostgreSQL read-only role that sees one org unit's subtree",
+        description="Create (or extend) a login role that can SELECT the marts schema and sees "
+        "only rows of the given org unit and the units below it, enforced by forced row-level "
+        "security on every mart with an org_unit_id (policies are re-applied after every "
+        "run). Repeat with another --org-unit to add a subtree. PostgreSQL warehouse only.",
+    )
+    grant.add_argument("--role", required=True, help="role name (lower case, digits, _)")
+    grant.add_argument("--org-unit", required=True, help="DHIS2 UID of the subtree's root")
+    grant.add_argument(
+        "--password-env", metavar="VAR", help="set the role's password from this env variable"
+    )
+    grant.add_argument(
+        "--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
+    )
+    grant.set_defaults(handler=cmd_grant)
 
     sandbox = commands.add_parser(
         "sandbox",

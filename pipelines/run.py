@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import Page
+from pipelines.access import apply_access_policies
 from pipelines.alerts.pipeline import AlertRun, run_alerts
 from pipelines.audit import (
     finish_step,
@@ -328,6 +329,9 @@ def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> D
         raise
     finally:
         with Warehouse.open(config.warehouse) as warehouse:
+            # dbt rebuilt the marts without their row-level security: put it back at once
+            # (until then a rebuilt table has no grants either, so nothing is exposed)
+            apply_access_policies(warehouse)
             finish_step(warehouse, step, status)
 
 
