@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import Page
+from pipelines import build_state
 from pipelines.access import apply_access_policies
 from pipelines.alerts.pipeline import AlertRun, run_alerts
 from pipelines.audit import (
@@ -34,6 +35,7 @@ from pipelines.indicators import (
     publish_indicators,
 )
 from pipelines.land import land_records
+from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
 from pipelines.sources.base import SourceAdapter
@@ -351,7 +353,8 @@ def run_pipeline(
     quiet_dbt: bool = True,
 ) -> RunSummary:
     """Extract, land and validate every selected source, then publish indicator
-    definitions and build the warehouse models."""
+    definitions and build the warehouse models (unless nothing they read changed: see
+    :mod:`pipelines.build_state`; ``full_refresh`` always rebuilds), then alert."""
     summary = RunSummary(run_id=run_id or new_run_id())
     sources = selected_sources(config, source_names)
     with open_warehouse(config) as warehouse:
@@ -368,9 +371,19 @@ def run_pipeline(
             )
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
+        inputs = build_state.fingerprint(
+            warehouse, [INDICATORS_DIR, *config.indicator_paths], warehouse.dbt_env()
+        )
+        unchanged = not full_refresh and inputs == build_state.last_fingerprint(warehouse)
+        if unchanged:
+            with record_step(warehouse, summary.run_id, "transform") as step:
+                step.message = "skipped: nothing dbt reads changed since the last build"
     if any(source.pages for source in summary.sources):
         build_data_docs(data_docs(config))
-    summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+    if not unchanged:
+        summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+        with open_warehouse(config) as warehouse:
+            build_state.record_build(warehouse, inputs, summary.run_id, utc_now())
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
     return summary

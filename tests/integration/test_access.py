@@ -114,8 +114,8 @@ def test_a_district_role_sees_its_subtree_and_nothing_else(
             "select count(*) from marts.indicator_values where org_unit_id = %s", (region,)
         ).fetchone() == (0,)
 
-    # dbt rebuilds every mart on the next run; the policies come back with them
-    run_pipeline(config)
+    # a full refresh rebuilds every mart; the policies come back with them
+    assert run_pipeline(config, full_refresh=True).dbt is not None
     assert check_subtree_only(postgres_url, reader_url, district) == seen
 
 

@@ -1,0 +1,78 @@
+"""An incremental run that finds nothing new skips dbt; new data, a new indicator file or a
+full refresh rebuild."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pipelines.run import RunSummary, run_pipeline
+from pipelines.warehouse import Warehouse
+from tests.conftest import make_config
+
+EXTRA_INDICATOR = """indicators:
+  - id: anc1_per_delivery
+    name: ANC 1 visits per facility delivery
+    domain: quality_improvement
+    description: Test indicator (ratio of two HMIS data elements).
+    numerator: "#{hpANC1Visit}"
+    denominator: "#{hpDelivFacl}"
+    factor: 1
+    unit: ratio
+"""
+
+
+def transform_step(url: str, summary: RunSummary) -> tuple[str, str | None]:
+    with Warehouse.open(url) as warehouse:
+        status, message = warehouse.fetchall(
+            "select status, message from audit.pipeline_runs where run_id = $run and step = 'transform'",
+            {"run": summary.run_id},
+        )[0]
+    return str(status), message
+
+
+def indicator_rows(url: str) -> list[tuple[object, ...]]:
+    with Warehouse.open(url) as warehouse:
+        return warehouse.fetchall(
+            "select indicator_id, org_unit_id, period_id, value from marts.indicator_values order by 1, 2, 3"
+        )
+
+
+def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dhis2"
+    shutil.copytree(demo_country, folder)
+    extra = tmp_path / "extra_indicators"
+    extra.mkdir()
+    url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    config = make_config(url, folder, tmp_path / "state", indicator_paths=[str(extra)])
+
+    first = run_pipeline(config)
+    assert first.dbt is not None and first.dbt.succeeded > 0
+    built = indicator_rows(url)
+
+    again = run_pipeline(config)
+    status, message = transform_step(url, again)
+    assert again.dbt is None and status == "success" and "skipped" in str(message)
+    assert indicator_rows(url) == built
+    assert again.alerts is not None  # alerting still runs (and retries notifications)
+
+    (extra / "extra.yml").write_text(EXTRA_INDICATOR, encoding="utf-8")
+    with_indicator = run_pipeline(config)
+    assert with_indicator.dbt is not None
+    assert {row[0] for row in indicator_rows(url)} - {row[0] for row in built} == {
+        "anc1_per_delivery"
+    }
+
+    # a corrected value in a new file version lands as a change, and rebuilds
+    path = next(p for p in sorted((folder / "dataValueSets").glob("*.json")))
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["dataValues"][0]["value"] = str(int(float(document["dataValues"][0]["value"])) + 7)
+    document["dataValues"][0]["lastUpdated"] = "2030-01-01T00:00:00.000"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    corrected = run_pipeline(config)
+    assert corrected.dbt is not None
+    assert sum(c.updated for s in corrected.sources for c in s.entities.values()) == 1
+
+    assert run_pipeline(config).dbt is None
+    assert run_pipeline(config, full_refresh=True).dbt is not None
