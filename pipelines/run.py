@@ -60,6 +60,7 @@ class EntityCounts:
     keyless: int = 0
     """Of the quarantined: records without a complete natural key (never landed)."""
     validated: int = 0
+    pages_fetched: int = 0
 
     @property
     def clean(self) -> int:
@@ -76,7 +77,13 @@ class EntityCounts:
 class SourceSummary:
     source: str
     pages: int = 0
+    """Batches landed (small pages from the source are landed together)."""
     entities: dict[str, EntityCounts] = field(default_factory=dict)
+
+    @property
+    def pages_fetched(self) -> int:
+        """Pages the connector received from the source."""
+        return sum(counts.pages_fetched for counts in self.entities.values())
 
 
 @dataclass
@@ -105,6 +112,12 @@ LANDING_BATCH = 20_000
 """Records landed and validated together: HTTP sources send small pages (FHIR 100, ODK
 1,000), and validating each on its own would spend the run in Great Expectations' fixed
 costs."""
+
+
+def _counted(pages: Iterable[Page], summary: SourceSummary) -> Iterator[Page]:
+    for page in pages:
+        summary.entities.setdefault(page.entity, EntityCounts()).pages_fetched += 1
+        yield page
 
 
 def coalesce_pages(pages: Iterable[Page], limit: int) -> Iterator[Page]:
@@ -168,7 +181,7 @@ def ingest_source(
     )
     cursor = None if full_refresh else load_cursor(warehouse, source.name, adapter.cursor_entity)
     summary = SourceSummary(source=source.name)
-    pages = coalesce_pages(adapter.pages(source, cursor, config), LANDING_BATCH)
+    pages = coalesce_pages(_counted(adapter.pages(source, cursor, config), summary), LANDING_BATCH)
     for number, page in enumerate(pages, start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"

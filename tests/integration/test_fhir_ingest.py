@@ -202,7 +202,7 @@ def test_a_full_search_pull_lands_every_resource(search_run: SearchRun, country_
     received = search_run.full["ihris"].entities["practitioner"].received
     assert received == len(ndjson(country_dir, "ihris", "Practitioner")) > 300
     # 326 practitioners at OpenMRS's limit of 100 a page.
-    assert search_run.pages[("ihris", "practitioner")] >= 3
+    assert search_run.full["ihris"].entities["practitioner"].pages_fetched >= 3
 
 
 def test_an_incremental_pull_after_nothing_changed_lands_nothing_new(

@@ -308,7 +308,7 @@ def test_full_and_incremental_pulls_catch_every_defect_and_build_staging(
         assert odk_counts.received == visible + deleted + repeated
         assert odk_counts.duplicates == repeated == 1
         # Paging: household_visit alone spans three pages of 1,000; Kobo pages of 100.
-        assert chw.pages >= 5 and nutrition.pages >= 3
+        assert chw.pages_fetched >= 5 and nutrition.pages_fetched >= 3
 
         # Every community defect of truth.json is caught, nothing clean is held back.
         hits, false_alarms, misses = score(warehouse, truth, odk_counts.duplicates)
