@@ -97,6 +97,7 @@ import numpy as np
 
 from pipelines.simulate.context import Simulation
 from pipelines.simulate.country import CADRES, Country, OrgUnit
+from pipelines.simulate.fhir_increment import write_fhir_increment
 
 Resource = dict[str, Any]
 
@@ -1170,7 +1171,8 @@ def _write_server(server: _Server, directory: Path, clock: _Clock) -> dict[str, 
 
 def write_fhir(sim: Simulation, out_dir: Path) -> dict[str, int]:
     """Write the EMR and iHRIS FHIR servers under ``out_dir/fhir`` (layout in the module
-    docstring); record the injected defects in ``sim.truth``. Returns the number of resources
+    docstring) and what changes after the window under ``increments/1/fhir`` (see
+    :mod:`pipelines.simulate.fhir_increment`); record the injected defects in ``sim.truth``. Returns the number of resources
     per ``<server>/<ResourceType>``."""
     clock = _Clock(sim.window.start, sim.window.end)
     emr = _emr(sim, clock)
@@ -1179,4 +1181,6 @@ def write_fhir(sim: Simulation, out_dir: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for server in (emr, ihris):
         counts |= _write_server(server, out_dir / "fhir" / server.name, clock)
+    servers = {server.name: server.resources for server in (emr, ihris)}
+    counts |= write_fhir_increment(sim, servers, clock.end, out_dir)
     return counts
