@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import pipelines.sources.fhir as fhir_adapter
+from connectors.fhir import entity_of
 from pipelines.config import HealthpipeConfig, parse_config
 from pipelines.privacy import Pseudonymiser
 from pipelines.run import SourceSummary, ingest_source, open_warehouse
@@ -204,14 +205,14 @@ def fhir_expected(run: Run, source: str) -> tuple[Snapshot, dict[str, Any]]:
     changes = run.truth["notes"]["fhir_increment"]["servers"][server]
     keys = {table: set(rows) for table, rows in run.before[source].items()}
     for resource_type, ids in changes["new"].items():
-        table = f"fhir__{fhir_adapter.entity_of(resource_type)}"
+        table = f"fhir__{entity_of(resource_type)}"
         keys[table] |= {(pseudonym(resource_type, i), "1") for i in ids}
     for resource_type, records in changes["corrected"].items():
-        table = f"fhir__{fhir_adapter.entity_of(resource_type)}"
+        table = f"fhir__{entity_of(resource_type)}"
         keys[table] |= {(pseudonym(resource_type, r["id"]), r["version"]) for r in records}
     if bulk:
         for resource_type, ids in changes["deleted"].items():
-            table = f"fhir__{fhir_adapter.entity_of(resource_type)}"
+            table = f"fhir__{entity_of(resource_type)}"
             keys[table] |= {(pseudonym(resource_type, i), "deleted") for i in ids}
     return {t: dict.fromkeys(k, ()) for t, k in keys.items()}, changes
 
@@ -220,7 +221,7 @@ def fhir_expected(run: Run, source: str) -> tuple[Snapshot, dict[str, Any]]:
 def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
     run: Run, source: str
 ) -> None:
-    server, bulk = FHIR_SOURCES[source]
+    _server, bulk = FHIR_SOURCES[source]
     expected, changes = fhir_expected(run, source)
     assert sum(len(v) for kind in ("new", "corrected", "deleted") for v in changes[kind].values())
     after = run.after[source]
@@ -234,7 +235,7 @@ def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
         for key, value in rows.items():
             assert after[table][key] == value, (source, table, key)
     for resource_type, ids in changes["deleted"].items():
-        table = f"fhir__{fhir_adapter.entity_of(resource_type)}"
+        table = f"fhir__{entity_of(resource_type)}"
         for resource_id in ids:
             tombstone = after[table].get((pseudonym(resource_type, resource_id), "deleted"))
             # Search cannot see deletions (FHIR search never lists a deleted resource): only
@@ -243,13 +244,15 @@ def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
 
     # Staging publishes the latest version of every resource, and no deleted one.
     for resource_type in {*changes["new"], *changes["corrected"], *changes["deleted"]}:
-        entity = fhir_adapter.entity_of(resource_type)
-        rows = staged(
-            run,
-            f"select {entity}_id, version_id from staging.stg_fhir__{entity} where source_name = $s",
-            {"s": source},
+        entity = entity_of(resource_type)
+        published = dict(
+            staged(
+                run,
+                f"select {entity}_id, version_id from staging.stg_fhir__{entity} "
+                "where source_name = $s",
+                {"s": source},
+            )
         )
-        published = dict(rows)
         for resource_id in changes["new"].get(resource_type, []):
             assert published.get(pseudonym(resource_type, resource_id)) == "1", resource_id
         for record in changes["corrected"].get(resource_type, []):
@@ -267,13 +270,13 @@ def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
 
 @pytest.mark.parametrize("source", list(FHIR_SOURCES))
 def test_fhir_change_at_the_cursors_instant_is_caught(run: Run, source: str) -> None:
-    server, bulk = FHIR_SOURCES[source]
+    server, _bulk = FHIR_SOURCES[source]
     at = run.truth["notes"]["fhir_increment"]["servers"][server]["at_cursor"]
     saved = run.cursors_before[source]["lastUpdated"][at["resource_type"]]
     # The premise: the change is stamped at exactly the instant the full pull saved (a
     # search's per-type cursor, or the export's transactionTime).
     assert saved == at["last_updated"]
-    table = f"fhir__{fhir_adapter.entity_of(at['resource_type'])}"
+    table = f"fhir__{entity_of(at['resource_type'])}"
     key = (pseudonym(at["resource_type"], at["id"]), at["version"])
     assert key not in run.before[source][table] and key in run.after[source][table]
 
@@ -285,30 +288,29 @@ def test_odk_incremental_pull_reflects_new_edited_and_deleted_submissions(run: R
     changes = run.truth["notes"]["community_increment"]["odk"]
     before, after = run.before["chw"]["odk__submissions"], run.after["chw"]["odk__submissions"]
     expected_new = {("household_visit", i) for i in changes["household_visit"]["new"]}
-    edited = {
-        (form, e["id"]): e["instance_id"] for form, t in changes.items() for e in t["edited"]
-    }
+    edited = {(form, e["id"]): e["instance_id"] for form, t in changes.items() for e in t["edited"]}
     deleted = {(form, i) for form, t in changes.items() for i in t["deleted"]}
     assert expected_new and edited and deleted
     assert set(after) == set(before) | expected_new
-    for key in expected_new:
-        assert after[key][0] is False
+    for new_key in expected_new:
+        assert after[new_key][0] is False
     for key, instance in edited.items():
         assert after[key][2] == instance and after[key][1] != before[key][1]
-    for key in deleted:
-        assert before[key][0] is False and after[key][0] is True  # a tombstone
-    for key, value in before.items():
-        if key not in edited and key not in deleted:
-            assert after[key] == value, key  # nothing else changed
+    for gone in deleted:
+        assert before[gone][0] is False and after[gone][0] is True  # a tombstone
+    for unchanged, value in before.items():
+        if unchanged not in edited and unchanged not in deleted:
+            assert after[unchanged] == value, unchanged  # nothing else changed
 
     for form, model in STAGED_FORMS.items():
-        rows = staged(
-            run,
-            f"select submission_id, instance_id from staging.stg_odk__{model} "
-            "where source_name = 'chw'",
-            {},
+        published = dict(
+            staged(
+                run,
+                f"select submission_id, instance_id from staging.stg_odk__{model} "
+                "where source_name = 'chw'",
+                {},
+            )
         )
-        published = dict(rows)
         for submission in changes[form]["new"]:
             assert submission in published
         for edit in changes[form]["edited"]:
