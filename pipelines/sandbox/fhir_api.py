@@ -5,8 +5,8 @@ files' order (by ``meta.lastUpdated``, then ``id``).
 Endpoints (``[base]`` = ``/fhir/<server>``):
 
 ``GET [base]/metadata``
-    A CapabilityStatement: the resource types the server has files for, read and
-    search-type interactions, the ``_lastUpdated`` and ``_id`` search parameters and the
+    A CapabilityStatement: the resource types the server has files for, read, search-type
+    and history-type interactions, the ``_lastUpdated`` and ``_id`` search parameters and the
     Bulk Data ``export`` operations. Never needs a token.
 
 ``GET [base]/<Type>?...`` (and ``POST [base]/<Type>/_search`` with a form body)
@@ -21,6 +21,13 @@ Endpoints (``[base]`` = ``/fhir/<server>``):
     400). The results are a snapshot taken when the search runs; ``next`` links are opaque
     (``[base]?_getpages=<id>&_getpagesoffset=<n>&_count=<n>``) and answer 410 once the
     snapshot has been evicted (the last 500 searches are kept).
+
+``GET [base]/<Type>/_history?_since=<instant>``
+    The type's history as a ``history`` Bundle, newest first, in one page: each resource's
+    current version changed at or after ``_since`` (``request`` ``POST`` for version 1, else
+    ``PUT``) and each deletion (``request`` ``DELETE <Type>/<id>``, ``response.status`` ``410
+    Gone``, ``response.lastModified`` when). Older versions are not kept (the files hold only
+    the latest), so this is the history a client syncing changes needs, not an audit trail.
 
 ``GET [base]/<Type>/<id>``
     One resource, with ``ETag`` (``W/"<versionId>"``) and ``Last-Modified``; 410 once deleted.
@@ -48,7 +55,7 @@ Increments: the simulator writes what changes after its window under
 ``increments/<n>/fhir/<server>/`` (new resources and new versions in ``ndjson/``, deletions in
 ``deleted.ndjson``). ``Sandbox.apply_increment(n)`` serves the servers as they are afterwards:
 searches see the latest version of each resource and no deleted one (as a FHIR server's
-search does: a search cannot tell a client what was deleted), exports list deletions.
+search does), ``_history`` and exports (with ``_since``) list the deletions.
 
 Auth: open by default; with ``Credentials.fhir_token`` set, every endpoint but ``metadata``
 needs ``Authorization: Bearer <token>`` (and the manifest says ``requiresAccessToken``).
@@ -459,6 +466,7 @@ class FhirApi:
                 rf"{SERVER}/\$export-file/(?P<job>[a-f0-9]+)/(?P<file>[A-Za-z]+-\d+)\.ndjson",
                 self.export_file,
             ),
+            route("GET", rf"{SERVER}/{TYPE}/_history", self.history),
             route("GET", rf"{SERVER}/{TYPE}", self.search),
             route("POST", rf"{SERVER}/{TYPE}/_search", self.search),
             route("GET", rf"{SERVER}/{TYPE}/(?P<id>[A-Za-z0-9\-.]{{1,64}})", self.read),
@@ -520,7 +528,11 @@ class FhirApi:
         resources = [
             {
                 "type": resource_type,
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "interaction": [
+                    {"code": "read"},
+                    {"code": "search-type"},
+                    {"code": "history-type"},
+                ],
                 "searchParam": [
                     {"name": "_lastUpdated", "type": "date"},
                     {"name": "_id", "type": "token"},
@@ -575,6 +587,60 @@ class FhirApi:
                 ("Last-Modified", format_datetime(row.last_updated.astimezone(UTC), usegmt=True))
             )
         return Response(200, row.raw.encode("utf-8"), FHIR_JSON, headers)
+
+    def history(self, request: Request) -> Response:
+        """``GET [base]/<Type>/_history?_since=...``: a history Bundle, newest first, of the
+        type's current versions and deletions at or after ``_since`` (one page)."""
+        server = self._server(request)
+        resource_type = self._type(server, request.params["type"])
+        since = None
+        if request.arg("_since"):
+            since = parse_instant(_plus_restored(request.arg("_since") or ""))
+            if since is None:
+                raise self.fail(400, f"_since {request.arg('_since')!r} is not an instant")
+        base = f"{self._base(request, server)}/{resource_type}"
+        entries: list[tuple[datetime, str, str]] = []
+        for row in server.resources(resource_type):
+            if row.last_updated is None or (since is not None and row.last_updated < since):
+                continue
+            version = json.loads(row.raw).get("meta", {}).get("versionId")
+            method, status = (
+                ("POST", "201 Created") if version in (None, "1") else ("PUT", "200 OK")
+            )
+            request_part = {"method": method, "url": f"{resource_type}/{row.id}"}
+            response_part = {"status": status, "lastModified": row.stamp}
+            entries.append(
+                (
+                    row.last_updated,
+                    row.id,
+                    '{"fullUrl":' + json.dumps(f"{base}/{row.id}") + ',"resource":' + row.raw
+                    + ',"request":' + json.dumps(request_part)
+                    + ',"response":' + json.dumps(response_part) + "}",
+                )
+            )  # fmt: skip
+        for deletion in server.deletions():
+            moment = deletion.deleted_at
+            if deletion.resource_type != resource_type or moment is None:
+                continue
+            if since is not None and moment < since:
+                continue
+            entry = {
+                "fullUrl": f"{base}/{deletion.id}",
+                "request": {"method": "DELETE", "url": f"{resource_type}/{deletion.id}"},
+                "response": {"status": "410 Gone", "lastModified": _format_instant(moment)},
+            }
+            entries.append((moment, deletion.id, json.dumps(entry, separators=(",", ":"))))
+        entries.sort(reverse=True)  # newest first, as FHIR's history lists versions
+        head = {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": len(entries),
+            "link": [{"relation": "self", "url": request.url_with()}],
+        }
+        body = json.dumps(head, separators=(",", ":"))
+        if entries:
+            body = body[:-1] + ',"entry":[' + ",".join(e for _, _, e in entries) + "]}"
+        return Response(200, body.encode("utf-8"), FHIR_JSON)
 
     def search(self, request: Request) -> Response:
         """``GET [base]/<Type>?...``: a searchset Bundle over a fresh snapshot."""

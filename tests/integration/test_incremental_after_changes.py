@@ -200,8 +200,9 @@ def assert_further_pull_lands_nothing(run: Run, source: str) -> None:
 
 def fhir_expected(run: Run, source: str) -> tuple[Snapshot, dict[str, Any]]:
     """The raw rows the incremental pull must leave: the full pull's, plus every new
-    resource and corrected version, plus (Bulk Data only) a tombstone per deletion."""
-    server, bulk = FHIR_SOURCES[source]
+    resource and corrected version, plus a tombstone per deletion (from the manifest's
+    ``deleted`` files in Bulk Data, from ``<Type>/_history`` after a search)."""
+    server, _bulk = FHIR_SOURCES[source]
     changes = run.truth["notes"]["fhir_increment"]["servers"][server]
     keys = {table: set(rows) for table, rows in run.before[source].items()}
     for resource_type, ids in changes["new"].items():
@@ -210,10 +211,9 @@ def fhir_expected(run: Run, source: str) -> tuple[Snapshot, dict[str, Any]]:
     for resource_type, records in changes["corrected"].items():
         table = f"fhir__{entity_of(resource_type)}"
         keys[table] |= {(pseudonym(resource_type, r["id"]), r["version"]) for r in records}
-    if bulk:
-        for resource_type, ids in changes["deleted"].items():
-            table = f"fhir__{entity_of(resource_type)}"
-            keys[table] |= {(pseudonym(resource_type, i), "deleted") for i in ids}
+    for resource_type, ids in changes["deleted"].items():
+        table = f"fhir__{entity_of(resource_type)}"
+        keys[table] |= {(pseudonym(resource_type, i), "deleted") for i in ids}
     return {t: dict.fromkeys(k, ()) for t, k in keys.items()}, changes
 
 
@@ -221,7 +221,6 @@ def fhir_expected(run: Run, source: str) -> tuple[Snapshot, dict[str, Any]]:
 def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
     run: Run, source: str
 ) -> None:
-    _server, bulk = FHIR_SOURCES[source]
     expected, changes = fhir_expected(run, source)
     assert sum(len(v) for kind in ("new", "corrected", "deleted") for v in changes[kind].values())
     after = run.after[source]
@@ -238,9 +237,7 @@ def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
         table = f"fhir__{entity_of(resource_type)}"
         for resource_id in ids:
             tombstone = after[table].get((pseudonym(resource_type, resource_id), "deleted"))
-            # Search cannot see deletions (FHIR search never lists a deleted resource): only
-            # a Bulk Data export's `deleted` files can tell; see the FHIR connector docstring.
-            assert (tombstone is not None and tombstone[0]) if bulk else tombstone is None
+            assert tombstone is not None and tombstone[0] is True, (source, resource_id)
 
     # Staging publishes the latest version of every resource, and no deleted one.
     for resource_type in {*changes["new"], *changes["corrected"], *changes["deleted"]}:
@@ -258,7 +255,7 @@ def test_fhir_incremental_pull_reflects_new_corrected_and_deleted_resources(
         for record in changes["corrected"].get(resource_type, []):
             assert published.get(pseudonym(resource_type, record["id"])) == record["version"]
         for resource_id in changes["deleted"].get(resource_type, []):
-            assert (pseudonym(resource_type, resource_id) in published) is not bulk
+            assert pseudonym(resource_type, resource_id) not in published
 
     # The cursor moved past the increment; a further pull lands nothing.
     before, after_cursor = run.cursors_before[source], run.cursors_after[source]
