@@ -11,7 +11,9 @@ Output layout (``out_dir`` is the folder given to ``healthpipe simulate --out``)
     kobo/assets/<asset uid>/asset.json                 Kobo v2 asset (one survey)
     kobo/assets/<asset uid>/data.json                  Kobo v2 data response, ALL results
 
-JSON is written compactly (one line), UTF-8, with a final newline.
+JSON is written compactly (one line), UTF-8, with a final newline. What changes after the
+window is written under ``increments/1/odk`` and ``increments/1/kobo`` in the same layout by
+:mod:`pipelines.simulate.community_increment`.
 
 ODK Central (``https://central.demoland.example``, project 1 "Demoland community health")
 ----------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ ODK Central (``household_visit`` and ``cebs_signal``; ``referral_followup`` is u
 
 KoboToolbox: new results only. Kobo's v2 data API gives an edited result no marker a filter
 can use (``_submission_time`` stays, there is no last-modified field to query) and a deleted
-result simply disappears, so an incremental pull can only see new submissions; the
-pipeline's Kobo adapter documents the same limitation. New results have larger ``_id``\\ s,
-one of them the base data's latest ``_submission_time`` to the second.
+result simply disappears, so an incremental pull can only see new submissions (the Kobo
+connector, connectors/kobo.py, documents the same limitation). New results have larger
+``_id`` values, one of them the base data's latest ``_submission_time`` to the second.
 
 ``truth.json`` ``notes.community_increment`` lists the ids (ODK ``__id``, Kobo ``_id``) of
 what is new, edited (with the new ``meta.instanceID``) and deleted, their counts, and the

@@ -21,6 +21,9 @@ and in each server folder:
   following page's ``self``. A type with no resources has one page with ``total`` 0 and no
   ``entry``. ``Bundle.meta.lastUpdated`` is the snapshot time, the window's last second.
 
+What changes after the window (new resources, corrections, deletions) is written under
+``<out>/increments/1/fhir/<server>/`` by :mod:`pipelines.simulate.fhir_increment`.
+
 Resources in the NDJSON files and the pages are in the same order: by ``meta.lastUpdated``
 then ``id``, as a server's history would list them (so ``_lastUpdated`` / ``_since`` filters
 are a prefix cut). Every resource has ``id`` (a UUID), ``meta.versionId`` ("1", or "2" for
