@@ -9,14 +9,15 @@ version is what staging publishes, every deleted record is a tombstone in raw an
 staging, nothing else changed, the cursor moved, the further pull landed nothing, and the
 change stamped at the saved cursor's very instant was caught (the overlap window).
 
-HL7 v2 corrections (OBX-11 ``C`` replacing ``F``) and tabular drops (a changed file re-read,
-rows removed) are covered by test_hl7v2_ingest.py::test_corrections_replace_originals_in_staging
-and test_tabular_ingest.py::test_spreadsheet_drops_land_validate_and_stage.
+HL7 v2: a correction (OBX-11 ``C``) arriving in a later drop than the final result it
+replaces. Tabular drops (a changed file re-read, rows removed) are covered by
+test_tabular_ingest.py::test_spreadsheet_drops_land_validate_and_stage.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,3 +378,102 @@ def test_kobo_incremental_pull_lands_every_new_result(run: Run) -> None:
     assert run.cursors_after["nutrition"][uid] != run.cursors_before["nutrition"][uid]
     assert run.incremental["nutrition"].entities["submissions"].inserted == len(new)
     assert_further_pull_lands_nothing(run, "nutrition")
+
+
+# --- HL7 v2 --------------------------------------------------------------------------------
+
+
+def msh10s(path: Path) -> set[str]:
+    """The message control ids (MSH-10) of an HL7 file."""
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\n", "\r")
+    return {line.split("|")[9] for line in text.split("\r") if line.startswith("MSH|")}
+
+
+def test_hl7_correction_in_a_later_drop_replaces_the_final_result(tmp_path: Path) -> None:
+    """Files carrying corrections are held back from the first pull; when they arrive, the
+    incremental pull (new file fingerprints) lands them, staging publishes the corrected
+    result in place of the final one, raw keeps the original, and nothing else changed."""
+    country = tmp_path / "country"
+    simulate(country, country=small_country(), weeks=12, sources=["dhis2", "hl7"])
+    corrections = json.loads((country / "truth.json").read_text())["notes"]["hl7_corrections"]
+    drop, held = tmp_path / "drop", tmp_path / "held"
+    shutil.copytree(country / "hl7", drop)
+    files = {path: msh10s(path) for path in sorted(drop.rglob("*.hl7"))}
+    # Only corrections whose every copy sits in files without the original can come later.
+    later = [
+        c
+        for c in corrections
+        if not any(
+            c["corrected_msh10"] in ids and c["original_msh10"] in ids for ids in files.values()
+        )
+    ]
+    assert later, "no correction arrives in a file of its own"
+    wanted = {c["corrected_msh10"] for c in later}
+    for path, ids in files.items():
+        if ids & wanted:
+            target = held / path.relative_to(drop)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
+    org_units = tmp_path / "org_units"
+    org_units.mkdir()
+    name = "organisationUnits.json"
+    shutil.copy(country / "dhis2" / "metadata" / name, org_units / name)
+    state = tmp_path / "state"
+    data = {
+        "warehouse": f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
+        "state_dir": str(state),
+        "sources": [
+            {"name": "hmis", "type": "dhis2", "path": str(org_units)},
+            {"name": "lab", "type": "hl7v2", "path": str(drop)},
+        ],
+    }
+    config = parse_config(data, origin="test", base_dir=tmp_path, env={})
+
+    def results(warehouse: Warehouse) -> dict[tuple[str, str], tuple[Any, ...]]:
+        rows = warehouse.fetchall(
+            "select message_control_id, segment_position, record_hash, is_deleted "
+            "from raw.hl7v2__results where source_name = 'lab'"
+        )
+        return {(str(m), str(p)): (h, bool(d)) for m, p, h, d in rows}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, KEY)
+        with open_warehouse(config) as warehouse:
+            ingest_source(warehouse, config.source("hmis"), config, run_id="metadata")
+            ingest_source(warehouse, config.source("lab"), config, run_id="first")
+            before, cursor_before = results(warehouse), cursor_of(warehouse, "lab")
+            for path in sorted(held.rglob("*.hl7")):
+                target = drop / path.relative_to(held)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, target)
+            ingest_source(warehouse, config.source("lab"), config, run_id="later")
+            after, cursor_after = results(warehouse), cursor_of(warehouse, "lab")
+            again = ingest_source(warehouse, config.source("lab"), config, run_id="again")
+            dbt_env = warehouse.dbt_env()
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing else changed
+    landed_later = {m for m, _ in set(after) - set(before)}
+    assert wanted <= landed_later
+    assert not {c["original_msh10"] for c in later} & landed_later
+    assert cursor_after != cursor_before
+    assert again.pages == 0 or all(
+        (c.inserted, c.updated) == (0, 0) for c in again.entities.values()
+    )
+    outcome = run_dbt(["run", "--select", "stg_hl7v2__results"], dbt_env=dbt_env, state_dir=state)
+    assert outcome.failed == []
+    with Warehouse.open(config.warehouse) as warehouse:
+        for correction in later:
+            rows = warehouse.fetchall(
+                "select message_control_id, value_text, result_status, is_corrected "
+                "from staging.stg_hl7v2__results where source_name = 'lab' "
+                "and filler_order_number = $filler and filler_order_namespace = $lab "
+                "and test_code = $test",
+                {
+                    "filler": correction["filler_order"],
+                    "lab": correction["lab"],
+                    "test": correction["test"],
+                },
+            )
+            expected = (correction["corrected_msh10"], correction["new_value"], "C", True)
+            assert rows == [expected]
+            # The final result it replaced stays in raw as history.
+            assert any(m == correction["original_msh10"] for m, _ in after)
