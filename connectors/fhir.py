@@ -20,16 +20,20 @@ The cursor is ``{"lastUpdated": {<Type>: <instant>}}``: per resource type, the l
 ``meta.lastUpdated`` received (search) or the export's ``transactionTime`` (bulk). A type's
 cursor moves only with the last page of that type's pull, so an interrupted pull starts
 again from the old cursor (re-landing what was landed changes nothing). Incremental pulls
-ask from the cursor minus an overlap window. Search cannot see deletions; Bulk Data can.
+ask from the cursor minus an overlap window. A search never lists deleted resources: an
+incremental search pull asks ``[base]/<Type>/_history?_since=`` for them when the server's
+CapabilityStatement offers ``history-type`` for the type (:mod:`connectors.fhir_history`);
+Bulk Data lists them in the manifest's ``deleted`` files.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -38,6 +42,7 @@ import requests
 
 from connectors.base import Cursor, Page, Record
 from connectors.errors import SourceError, SourceFormatError
+from connectors.fhir_history import deletions_since, history_types
 from connectors.http import (
     HttpClient,
     TruncatedResponse,
@@ -153,12 +158,18 @@ def _cursor(stamps: Mapping[str, str]) -> dict[str, Any]:
 # --- resource types ------------------------------------------------------------------------
 
 
-def server_resource_types(client: HttpClient) -> list[str]:
-    """The resource types the server's CapabilityStatement (``[base]/metadata``) lists."""
+def capability_statement(client: HttpClient) -> dict[str, Any]:
+    """The server's CapabilityStatement (``[base]/metadata``)."""
     document = client.get_json("metadata", headers={"Accept": FHIR_JSON})
     origin = f"{client.source}: {redact_url(client.url('metadata'))}"
     if not isinstance(document, dict) or document.get("resourceType") != "CapabilityStatement":
         raise SourceFormatError(origin, "expected a CapabilityStatement")
+    return document
+
+
+def server_resource_types(client: HttpClient) -> list[str]:
+    """The resource types the server's CapabilityStatement (``[base]/metadata``) lists."""
+    document = capability_statement(client)
     types: list[str] = []
     for rest in document.get("rest") or []:
         for resource in (rest or {}).get("resource") or []:
@@ -298,19 +309,32 @@ def marking_last(items: Iterator[Any]) -> Iterator[tuple[bool, Any]]:
 
 
 def read_search(
-    client: HttpClient, settings: FhirSettings, types: Sequence[str], cursor: Cursor | None
+    client: HttpClient,
+    settings: FhirSettings,
+    types: Sequence[str],
+    cursor: Cursor | None,
+    history: Collection[str] = frozenset(),
 ) -> Iterator[Page]:
+    """Each type's search pages; on an incremental pull of a type in ``history`` (the
+    server offers ``history-type`` for it), then the deletions since the same instant."""
     stamps = cursor_stamps(cursor)
     for resource_type in types:
         latest = stamps.get(resource_type)
         since = since_for(latest, settings)
-        pages = search_pages(client, settings, resource_type, since)
-        for is_last, (origin, page) in marking_last(pages):
-            latest = latest_stamp(page.resources, latest)
+        chunks: Iterator[tuple[str, list[Record]]] = (
+            (origin, page.resources)
+            for origin, page in search_pages(client, settings, resource_type, since)
+        )
+        if latest and since and resource_type in history:
+            deleted = deletions_since(client, resource_type, since, settings.page_size)
+            chunks = itertools.chain(chunks, deleted)
+        for is_last, (origin, records) in marking_last(chunks):
+            # A deletion's moment counts too: it is the latest change the server reported.
+            latest = latest_stamp(records, latest)
             if is_last and latest:
                 stamps[resource_type] = latest
-            if page.resources or is_last:
-                yield Page(entity_of(resource_type), page.resources, origin, _cursor(stamps))
+            if records or is_last:
+                yield Page(entity_of(resource_type), records, origin, _cursor(stamps))
 
 
 # --- Bulk Data -----------------------------------------------------------------------------
@@ -602,4 +626,6 @@ def read_fhir(
     if settings.bulk:
         yield from read_bulk(client, settings, types, cursor)
     else:
-        yield from read_search(client, settings, types, cursor)
+        # Only an incremental pull has deletions to learn: a full one asks for nothing more.
+        history = history_types(capability_statement(client)) if cursor_stamps(cursor) else set()
+        yield from read_search(client, settings, types, cursor, history)

@@ -12,6 +12,10 @@
   Kobo stores ``_submission_time`` as UTC text (``2026-01-31T08:00:00``), compared as text.
 - The cursor, per asset, is the largest ``_submission_time`` received, moved only on the
   asset's last page.
+- Incremental pulls see new submissions only. An edit keeps the result's ``_id`` and
+  ``_submission_time`` and the data API exposes no last-modified field to query, and a
+  deleted result is simply gone (no tombstone): edits and deletions reach the warehouse
+  only through a full refresh.
 
 Auth: ``Authorization: Token <token>`` (or HTTP Basic).
 

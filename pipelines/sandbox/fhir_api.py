@@ -5,8 +5,8 @@ files' order (by ``meta.lastUpdated``, then ``id``).
 Endpoints (``[base]`` = ``/fhir/<server>``):
 
 ``GET [base]/metadata``
-    A CapabilityStatement: the resource types the server has files for, read and
-    search-type interactions, the ``_lastUpdated`` and ``_id`` search parameters and the
+    A CapabilityStatement: the resource types the server has files for, read, search-type
+    and history-type interactions, the ``_lastUpdated`` and ``_id`` search parameters and the
     Bulk Data ``export`` operations. Never needs a token.
 
 ``GET [base]/<Type>?...`` (and ``POST [base]/<Type>/_search`` with a form body)
@@ -22,8 +22,15 @@ Endpoints (``[base]`` = ``/fhir/<server>``):
     (``[base]?_getpages=<id>&_getpagesoffset=<n>&_count=<n>``) and answer 410 once the
     snapshot has been evicted (the last 500 searches are kept).
 
+``GET [base]/<Type>/_history?_since=<instant>``
+    The type's history as a ``history`` Bundle, newest first, in one page: each resource's
+    current version changed at or after ``_since`` (``request`` ``POST`` for version 1, else
+    ``PUT``) and each deletion (``request`` ``DELETE <Type>/<id>``, ``response.status`` ``410
+    Gone``, ``response.lastModified`` when). Older versions are not kept (the files hold only
+    the latest), so this is the history a client syncing changes needs, not an audit trail.
+
 ``GET [base]/<Type>/<id>``
-    One resource, with ``ETag`` (``W/"<versionId>"``) and ``Last-Modified``.
+    One resource, with ``ETag`` (``W/"<versionId>"``) and ``Last-Modified``; 410 once deleted.
 
 ``GET [base]/$export``, ``[base]/Patient/$export``, ``[base]/Group/<id>/$export``
     Bulk Data kick-off: needs ``Prefer: respond-async``; ``_outputFormat``
@@ -35,11 +42,20 @@ Endpoints (``[base]`` = ``/fhir/<server>``):
 ``GET [base]/$export-poll-status/<job>`` (``DELETE`` cancels)
     202 with ``X-Progress`` and ``Retry-After`` for the first polls (two by default), then
     200 with ``{"transactionTime", "request", "requiresAccessToken", "output": [{"type",
-    "url", "count"}], "deleted": [], "error": []}``. ``transactionTime`` is the latest
-    ``meta.lastUpdated`` on the server, so it is the next export's ``_since``.
+    "url", "count"}], "deleted": [...], "error": []}``. ``transactionTime`` is the latest
+    ``meta.lastUpdated`` (or deletion) on the server, so it is the next export's ``_since``.
+    ``deleted`` is empty without ``_since``; with it, one file (``type`` ``Bundle``) when
+    resources of the exported types were deleted after ``_since``: a ``transaction`` Bundle
+    a line, each entry a ``DELETE <Type>/<id>`` request, as the Bulk Data spec says.
 
 ``GET [base]/$export-file/<job>/<Type>-<n>.ndjson``
     An output file (``application/fhir+ndjson``).
+
+Increments: the simulator writes what changes after its window under
+``increments/<n>/fhir/<server>/`` (new resources and new versions in ``ndjson/``, deletions in
+``deleted.ndjson``). ``Sandbox.apply_increment(n)`` serves the servers as they are afterwards:
+searches see the latest version of each resource and no deleted one (as a FHIR server's
+search does), ``_history`` and exports (with ``_since``) list the deletions.
 
 Auth: open by default; with ``Credentials.fhir_token`` set, every endpoint but ``metadata``
 needs ``Authorization: Bearer <token>`` (and the manifest says ``requiresAccessToken``).
@@ -86,6 +102,7 @@ SEARCH_PARAMS = {
     "_pretty",
 }
 MAX_SNAPSHOTS = 500
+DELETED_FILE = "Deleted-1"  # the one output file of an export's deletions
 SERVER = r"/(?P<server>[A-Za-z0-9_-]+)"
 TYPE = r"(?P<type>[A-Z][A-Za-z]+)"
 ISSUE_CODES = {
@@ -123,34 +140,102 @@ def parse_instant(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class FhirServerStore:
-    """One server's ``ndjson/`` folder, each type read on first use."""
+class _Deletion(NamedTuple):
+    resource_type: str
+    id: str
+    deleted_at: datetime | None
+    raw: str
+    """The Bulk Data ``deleted`` line: a transaction Bundle with one ``DELETE`` entry."""
 
-    def __init__(self, name: str, folder: Path) -> None:
+
+def _read_rows(path: Path) -> list[_Resource]:
+    rows: list[_Resource] = []
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            resource = json.loads(line)
+            stamp = resource.get("meta", {}).get("lastUpdated")
+            moment = parse_instant(stamp) if isinstance(stamp, str) else None
+            rows.append(_Resource(moment, stamp, str(resource.get("id")), line))
+    return rows
+
+
+def _read_deletions(path: Path) -> list[_Deletion]:
+    deletions: list[_Deletion] = []
+    if not path.is_file():
+        return deletions
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        bundle = json.loads(line)
+        stamp = bundle.get("meta", {}).get("lastUpdated")
+        moment = parse_instant(stamp) if isinstance(stamp, str) else None
+        for entry in bundle.get("entry", []):
+            kind, _, rid = str(entry.get("request", {}).get("url", "")).partition("/")
+            deletions.append(_Deletion(kind, rid, moment, line.strip()))
+    return deletions
+
+
+class FhirServerStore:
+    """One server's ``ndjson/`` folder, each type read on first use, plus the simulator's
+    increments applied so far (``increments/<n>/fhir/<server>/``): their resources replace
+    the versions with the same id or add new ones, and their ``deleted.ndjson`` removes
+    resources (remembered, with when, for a Bulk Data export's ``deleted`` files)."""
+
+    def __init__(self, name: str, folder: Path, layers: Callable[[], list[Path]] = list) -> None:
         self.name = name
         self.folder = folder
+        self.layers = layers
         self._lock = threading.Lock()
         self._resources: dict[str, list[_Resource]] = {}
         self._by_id: dict[str, dict[str, _Resource]] = {}
+        self._deletions: list[_Deletion] | None = None
         self._snapshot_stamp: str | None = None
+
+    def reset(self) -> None:
+        """Forget what was read: the increment served has changed."""
+        with self._lock:
+            self._resources.clear()
+            self._by_id.clear()
+            self._deletions = None
+            self._snapshot_stamp = None
 
     def types(self) -> list[str]:
         return sorted(path.stem for path in self.folder.glob("*.ndjson"))
 
+    def deletions(self) -> list[_Deletion]:
+        """Resources deleted by the applied increments (and not re-created since)."""
+        with self._lock:
+            if self._deletions is None:
+                found: dict[tuple[str, str], _Deletion] = {}
+                for layer in self.layers():
+                    for row in _read_rows_of_layer(layer):
+                        found.pop(row, None)
+                    for deletion in _read_deletions(layer / "deleted.ndjson"):
+                        found[(deletion.resource_type, deletion.id)] = deletion
+                self._deletions = list(found.values())
+            return self._deletions
+
     def resources(self, resource_type: str) -> list[_Resource]:
+        gone = {d.id for d in self.deletions() if d.resource_type == resource_type}
         with self._lock:
             if resource_type not in self._resources:
-                rows = []
-                path = self.folder / f"{resource_type}.ndjson"
-                with path.open(encoding="utf-8") as handle:
-                    for line in handle:
-                        line = line.strip()
-                        if not line:
-                            continue
-                        resource = json.loads(line)
-                        stamp = resource.get("meta", {}).get("lastUpdated")
-                        moment = parse_instant(stamp) if isinstance(stamp, str) else None
-                        rows.append(_Resource(moment, stamp, str(resource.get("id")), line))
+                rows = _read_rows(self.folder / f"{resource_type}.ndjson")
+                layers = self.layers()
+                if layers:
+                    merged = {row.id: row for row in rows}
+                    for layer in layers:
+                        for row in _read_rows(layer / "ndjson" / f"{resource_type}.ndjson"):
+                            merged[row.id] = row
+                    floor = datetime.min.replace(tzinfo=UTC)
+                    rows = sorted(
+                        (row for row in merged.values() if row.id not in gone),
+                        key=lambda row: (row.last_updated or floor, row.id),
+                    )
                 self._resources[resource_type] = rows
                 self._by_id[resource_type] = {row.id: row for row in rows}
             return self._resources[resource_type]
@@ -160,28 +245,79 @@ class FhirServerStore:
         return self._by_id[resource_type].get(resource_id)
 
     def snapshot_stamp(self) -> str | None:
-        """The latest ``meta.lastUpdated`` on the server (its "now", as the data says)."""
+        """The latest ``meta.lastUpdated`` (or deletion) on the server: its "now", as the
+        data says."""
         if self._snapshot_stamp is None:
             latest: tuple[datetime, str] | None = None
-            for resource_type in self.types():
-                for row in self.resources(resource_type):
-                    if (
-                        row.last_updated
-                        and row.stamp
-                        and (latest is None or row.last_updated > latest[0])
-                    ):
-                        latest = (row.last_updated, row.stamp)
+            stamps = [
+                (row.last_updated, row.stamp)
+                for resource_type in self.types()
+                for row in self.resources(resource_type)
+            ]
+            stamps += [(d.deleted_at, _format_instant(d.deleted_at)) for d in self.deletions()]
+            for moment, stamp in stamps:
+                if moment and stamp and (latest is None or moment > latest[0]):
+                    latest = (moment, stamp)
             self._snapshot_stamp = latest[1] if latest else ""
         return self._snapshot_stamp or None
 
 
+def _read_rows_of_layer(layer: Path) -> set[tuple[str, str]]:
+    """(type, id) of every resource an increment writes (a re-created resource is not
+    deleted any more)."""
+    folder = layer / "ndjson"
+    return {
+        (path.stem, row.id) for path in sorted(folder.glob("*.ndjson")) for row in _read_rows(path)
+    }
+
+
+def _format_instant(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class FhirStore:
-    def __init__(self, root: Path) -> None:
+    """Every server folder under ``fhir/``; ``increments`` is the simulator's
+    ``increments/`` folder, of which ``set_increment(n)`` applies ``1..n``."""
+
+    def __init__(self, root: Path, increments: Path | None = None) -> None:
+        self.increments_root = increments
+        self.increment = 0
         self.servers = {
-            folder.name: FhirServerStore(folder.name, folder / "ndjson")
+            folder.name: FhirServerStore(
+                folder.name, folder / "ndjson", self._layers_of(folder.name)
+            )
             for folder in sorted(root.glob("*"))
             if (folder / "ndjson").is_dir()
         }
+
+    def available_increments(self) -> list[int]:
+        """The increment numbers with a ``fhir/`` folder (``increments/<n>/fhir``)."""
+        if self.increments_root is None or not self.increments_root.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.increments_root.iterdir()
+            if p.name.isdigit() and (p / "fhir").is_dir()
+        )
+
+    def set_increment(self, number: int) -> None:
+        """Serve the base data plus increments 1..``number`` (0: the base alone)."""
+        self.increment = number
+        for server in self.servers.values():
+            server.reset()
+
+    def _layers_of(self, server: str) -> Callable[[], list[Path]]:
+        def layers() -> list[Path]:
+            if self.increments_root is None:
+                return []
+            return [
+                self.increments_root / str(n) / "fhir" / server
+                for n in self.available_increments()
+                if n <= self.increment
+                and (self.increments_root / str(n) / "fhir" / server).is_dir()
+            ]
+
+        return layers
 
 
 # --- search parameter values ---------------------------------------------------------------
@@ -264,6 +400,8 @@ class _Job:
     request_url: str
     transaction_time: str
     files: dict[str, tuple[str, list[_Resource]]] = field(default_factory=dict)
+    deleted: list[_Deletion] = field(default_factory=list)
+    """Resources deleted after ``_since`` (none without it: the spec lets a server omit them)."""
     polls: int = 0
 
 
@@ -328,6 +466,7 @@ class FhirApi:
                 rf"{SERVER}/\$export-file/(?P<job>[a-f0-9]+)/(?P<file>[A-Za-z]+-\d+)\.ndjson",
                 self.export_file,
             ),
+            route("GET", rf"{SERVER}/{TYPE}/_history", self.history),
             route("GET", rf"{SERVER}/{TYPE}", self.search),
             route("POST", rf"{SERVER}/{TYPE}/_search", self.search),
             route("GET", rf"{SERVER}/{TYPE}/(?P<id>[A-Za-z0-9\-.]{{1,64}})", self.read),
@@ -389,7 +528,11 @@ class FhirApi:
         resources = [
             {
                 "type": resource_type,
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "interaction": [
+                    {"code": "read"},
+                    {"code": "search-type"},
+                    {"code": "history-type"},
+                ],
                 "searchParam": [
                     {"name": "_lastUpdated", "type": "date"},
                     {"name": "_id", "type": "token"},
@@ -428,6 +571,11 @@ class FhirApi:
         server = self._server(request)
         resource_type = self._type(server, request.params["type"])
         row = server.get(resource_type, request.params["id"])
+        if row is None and any(
+            d.resource_type == resource_type and d.id == request.params["id"]
+            for d in server.deletions()
+        ):
+            return self.error(410, f"Resource {resource_type}/{request.params['id']} was deleted")
         if row is None:
             return self.error(404, f"Resource {resource_type}/{request.params['id']} is not known")
         version = json.loads(row.raw).get("meta", {}).get("versionId")
@@ -439,6 +587,60 @@ class FhirApi:
                 ("Last-Modified", format_datetime(row.last_updated.astimezone(UTC), usegmt=True))
             )
         return Response(200, row.raw.encode("utf-8"), FHIR_JSON, headers)
+
+    def history(self, request: Request) -> Response:
+        """``GET [base]/<Type>/_history?_since=...``: a history Bundle, newest first, of the
+        type's current versions and deletions at or after ``_since`` (one page)."""
+        server = self._server(request)
+        resource_type = self._type(server, request.params["type"])
+        since = None
+        if request.arg("_since"):
+            since = parse_instant(_plus_restored(request.arg("_since") or ""))
+            if since is None:
+                raise self.fail(400, f"_since {request.arg('_since')!r} is not an instant")
+        base = f"{self._base(request, server)}/{resource_type}"
+        entries: list[tuple[datetime, str, str]] = []
+        for row in server.resources(resource_type):
+            if row.last_updated is None or (since is not None and row.last_updated < since):
+                continue
+            version = json.loads(row.raw).get("meta", {}).get("versionId")
+            method, status = (
+                ("POST", "201 Created") if version in (None, "1") else ("PUT", "200 OK")
+            )
+            request_part = {"method": method, "url": f"{resource_type}/{row.id}"}
+            response_part = {"status": status, "lastModified": row.stamp}
+            entries.append(
+                (
+                    row.last_updated,
+                    row.id,
+                    '{"fullUrl":' + json.dumps(f"{base}/{row.id}") + ',"resource":' + row.raw
+                    + ',"request":' + json.dumps(request_part)
+                    + ',"response":' + json.dumps(response_part) + "}",
+                )
+            )  # fmt: skip
+        for deletion in server.deletions():
+            moment = deletion.deleted_at
+            if deletion.resource_type != resource_type or moment is None:
+                continue
+            if since is not None and moment < since:
+                continue
+            entry = {
+                "fullUrl": f"{base}/{deletion.id}",
+                "request": {"method": "DELETE", "url": f"{resource_type}/{deletion.id}"},
+                "response": {"status": "410 Gone", "lastModified": _format_instant(moment)},
+            }
+            entries.append((moment, deletion.id, json.dumps(entry, separators=(",", ":"))))
+        entries.sort(reverse=True)  # newest first, as FHIR's history lists versions
+        head = {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": len(entries),
+            "link": [{"relation": "self", "url": request.url_with()}],
+        }
+        body = json.dumps(head, separators=(",", ":"))
+        if entries:
+            body = body[:-1] + ',"entry":[' + ",".join(e for _, _, e in entries) + "]}"
+        return Response(200, body.encode("utf-8"), FHIR_JSON)
 
     def search(self, request: Request) -> Response:
         """``GET [base]/<Type>?...``: a searchset Bundle over a fresh snapshot."""
@@ -579,6 +781,12 @@ class FhirApi:
             size = self.settings.bulk_file_size or max(len(rows), 1)
             for number, start in enumerate(range(0, len(rows), size), start=1):
                 job.files[f"{resource_type}-{number}"] = (resource_type, rows[start : start + size])
+        if since is not None:
+            job.deleted = [
+                d
+                for d in server.deletions()
+                if d.resource_type in types and d.deleted_at is not None and d.deleted_at > since
+            ]
         job_id = self._next_id(server.name, "export", request.url_with())
         with self._lock:
             self._jobs[job_id] = job
@@ -617,7 +825,17 @@ class FhirApi:
                 }
                 for name, (resource_type, rows) in job.files.items()
             ],
-            "deleted": [],
+            "deleted": (
+                [
+                    {
+                        "type": "Bundle",
+                        "url": f"{base}/$export-file/{job_id}/{DELETED_FILE}.ndjson",
+                        "count": len(job.deleted),
+                    }
+                ]
+                if job.deleted
+                else []
+            ),
             "error": [],
         }
         return json_response(manifest)
@@ -629,6 +847,9 @@ class FhirApi:
             job = self._jobs.get(request.params["job"])
         if job is None or job.server != server.name or job.polls < self.settings.bulk_polls:
             raise self.fail(404, "No such export file (unknown job, or the export is not finished)")
+        if request.params["file"] == DELETED_FILE and job.deleted:
+            lines = dict.fromkeys(d.raw for d in job.deleted)  # one Bundle may delete several
+            return Response(200, "".join(f"{line}\n" for line in lines).encode("utf-8"), NDJSON)
         found = job.files.get(request.params["file"])
         if found is None:
             raise self.fail(

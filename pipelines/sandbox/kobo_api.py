@@ -46,12 +46,43 @@ class KoboSettings:
 
 
 class KoboStore:
-    """The ``kobo/assets/`` folder; each asset's data is read on first use."""
+    """The ``kobo/assets/`` folder; each asset's data is read on first use.
 
-    def __init__(self, root: Path) -> None:
+    ``increment`` (0 by default) serves Kobo as it is after the simulator's
+    ``increments/1`` ... ``increments/<n>`` folders (``increments/<n>/kobo/assets/<uid>/
+    data.json``): their results replace the results with the same ``_id`` or are added."""
+
+    def __init__(self, root: Path, increments: Path | None = None) -> None:
         self.root = root
+        self.increments_root = increments
+        self.increment = 0
         self._lock = threading.Lock()
         self._data: dict[str, list[dict[str, Any]]] = {}
+
+    def available_increments(self) -> list[int]:
+        """The increment numbers with a ``kobo/`` folder (``increments/<n>/kobo``)."""
+        if self.increments_root is None or not self.increments_root.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.increments_root.iterdir()
+            if p.name.isdigit() and (p / "kobo").is_dir()
+        )
+
+    def set_increment(self, number: int) -> None:
+        """Serve the base data plus increments 1..``number`` (0: the base alone)."""
+        with self._lock:
+            self.increment = number
+            self._data.clear()
+
+    def _layers(self) -> list[Path]:
+        if self.increments_root is None:
+            return []
+        return [
+            self.increments_root / str(n) / "kobo" / "assets"
+            for n in self.available_increments()
+            if n <= self.increment
+        ]
 
     def uids(self) -> list[str]:
         if not self.root.is_dir():
@@ -68,9 +99,15 @@ class KoboStore:
     def results(self, uid: str) -> list[dict[str, Any]]:
         with self._lock:
             if uid not in self._data:
-                path = self.root / uid / "data.json"
-                document = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-                self._data[uid] = list(document.get("results", []))
+                merged: dict[Any, dict[str, Any]] = {}
+                for root in [self.root, *self._layers()]:
+                    path = root / uid / "data.json"
+                    document = (
+                        json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+                    )
+                    merged |= {row.get("_id"): row for row in document.get("results", [])}
+                # Kobo lists results by _id; later ones (new submissions) have larger ids.
+                self._data[uid] = sorted(merged.values(), key=lambda row: int(row.get("_id") or 0))
             return self._data[uid]
 
 

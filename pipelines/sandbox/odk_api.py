@@ -68,12 +68,44 @@ class OdkSettings:
 
 
 class OdkStore:
-    """The ``odk/projects/`` folder; submissions are read per form on first use."""
+    """The ``odk/projects/`` folder; submissions are read per form on first use.
 
-    def __init__(self, root: Path) -> None:
+    ``increment`` (0 by default) serves Central as it is after the simulator's
+    ``increments/1`` ... ``increments/<n>`` folders (``increments/<n>/odk/projects/...``, the
+    same layout): their rows replace the rows with the same ``__id`` (edits, deletions) or
+    are added (new submissions)."""
+
+    def __init__(self, root: Path, increments: Path | None = None) -> None:
         self.root = root
+        self.increments_root = increments
+        self.increment = 0
         self._lock = threading.Lock()
         self._rows: dict[tuple[int, str], list[dict[str, Any]]] = {}
+
+    def available_increments(self) -> list[int]:
+        """The increment numbers with an ``odk/`` folder (``increments/<n>/odk``)."""
+        if self.increments_root is None or not self.increments_root.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.increments_root.iterdir()
+            if p.name.isdigit() and (p / "odk").is_dir()
+        )
+
+    def set_increment(self, number: int) -> None:
+        """Serve the base data plus increments 1..``number`` (0: the base alone)."""
+        with self._lock:
+            self.increment = number
+            self._rows.clear()
+
+    def _layers(self) -> list[Path]:
+        if self.increments_root is None:
+            return []
+        return [
+            self.increments_root / str(n) / "odk" / "projects"
+            for n in self.available_increments()
+            if n <= self.increment
+        ]
 
     def projects(self) -> list[int]:
         if not self.root.is_dir():
@@ -107,10 +139,25 @@ class OdkStore:
         key = (project, xml_form_id)
         with self._lock:
             if key not in self._rows:
-                path = self.root / str(project) / "forms" / xml_form_id / "submissions.json"
-                document = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-                self._rows[key] = list(document.get("value", []))
+                rows: list[dict[str, Any]] = []
+                for root in [self.root, *self._layers()]:
+                    path = root / str(project) / "forms" / xml_form_id / "submissions.json"
+                    document = (
+                        json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+                    )
+                    rows = _merged(rows, list(document.get("value", [])))
+                self._rows[key] = rows
             return self._rows[key]
+
+
+def _merged(rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each change in place of the row(s) of its ``__id``, new ones after."""
+    if not changes:
+        return rows
+    by_id = {change.get("__id"): change for change in changes}
+    merged = [by_id.get(row.get("__id"), row) for row in rows]
+    seen = {row.get("__id") for row in rows}
+    return merged + [c for c in changes if c.get("__id") not in seen]
 
 
 def encode_skiptoken(instance_id: str, repeat: int = 0) -> str:
@@ -192,7 +239,7 @@ class OdkApi:
         self.settings = settings or OdkSettings()
         self._lock = threading.Lock()
         self._sessions: dict[str, datetime] = {}
-        self._orders: dict[tuple[int, str, str, bool], list[dict[str, Any]]] = {}
+        self._orders: dict[tuple[int, int, str, str, bool], list[dict[str, Any]]] = {}
         self._counter = 0
         self._routes = [
             route("POST", r"/v1/sessions", self.login, public=True, faultable=False),
@@ -416,7 +463,7 @@ class OdkApi:
             path, descending = "__system/submissionDate", True  # Central: newest first
         if path not in ORDERABLE:
             raise ApiError(self.error(501, f"$orderby on {path} is not supported", code=501.1))
-        cache_key = (project, form, path, descending)
+        cache_key = (self.store.increment, project, form, path, descending)
         with self._lock:
             cached = self._orders.get(cache_key)
         if cached is not None:

@@ -13,7 +13,7 @@ Mounted APIs (each documented in its module):
 - ``/odk``          ODK Central REST + OData (:mod:`pipelines.sandbox.odk_api`)
 - ``/kobo``         KoboToolbox v2 (:mod:`pipelines.sandbox.kobo_api`)
 - ``/``             an index of the above (JSON, no auth)
-- ``/_sandbox/increments`` the sandbox's own control: ``GET`` lists the DHIS2 increments
+- ``/_sandbox/increments`` the sandbox's own control: ``GET`` lists the increments
   (``increments/<n>/`` folders of the simulator) and the one served, ``POST
   /_sandbox/increments/<n>`` serves the data as it is after increment ``n`` (no auth; the
   sandbox listens on loopback)
@@ -84,10 +84,12 @@ class SandboxApp:
             )
         self.data_dir = data_dir
         self.credentials = credentials
-        self.fhir = FhirApi(FhirStore(data_dir / "fhir"), credentials, settings.fhir)
-        self.odk_store = OdkStore(data_dir / "odk" / "projects")
-        self.kobo_store = KoboStore(data_dir / "kobo" / "assets")
-        self.dhis2_store = Dhis2Store(data_dir / "dhis2", data_dir / "increments")
+        increments = data_dir / "increments"
+        self.fhir = FhirApi(FhirStore(data_dir / "fhir", increments), credentials, settings.fhir)
+        self.odk_store = OdkStore(data_dir / "odk" / "projects", increments)
+        self.kobo_store = KoboStore(data_dir / "kobo" / "assets", increments)
+        self.dhis2_store = Dhis2Store(data_dir / "dhis2", increments)
+        self.increment = 0
         self.apis: list[Api] = [
             Dhis2Api(self.dhis2_store, credentials),
             self.fhir,
@@ -129,9 +131,24 @@ class SandboxApp:
             traceback.print_exc(file=sys.stderr)
             return api.error(500, f"Internal sandbox error: {type(exc).__name__}: {exc}"), None
 
+    def available_increments(self) -> list[int]:
+        """The increment numbers any source has a folder for (``increments/<n>/<source>``)."""
+        found: set[int] = set()
+        for store in (self.dhis2_store, self.fhir.store, self.odk_store, self.kobo_store):
+            found.update(store.available_increments())
+        return sorted(found)
+
     def apply_increment(self, number: int) -> None:
-        """Serve the data as it is after the simulator's increment ``number`` (0: base)."""
-        self.dhis2_store.set_increment(number)
+        """Serve every API's data as it is after the simulator's increment ``number``
+        (0: the base data). A source with no folder for an increment keeps its data."""
+        if number and number not in self.available_increments():
+            raise ValueError(f"no increment {number} (have {self.available_increments()})")
+        for store in (self.fhir.store, self.odk_store, self.kobo_store):
+            store.set_increment(number)
+        # The DHIS2 store refuses numbers it has no folder for: give it its latest one.
+        dhis2 = [n for n in self.dhis2_store.available_increments() if n <= number]
+        self.dhis2_store.set_increment(max(dhis2, default=0))
+        self.increment = number
 
     def control(self, request: Request) -> Response:
         """``GET /_sandbox/increments`` and ``POST /_sandbox/increments/<n>``."""
@@ -147,8 +164,8 @@ class SandboxApp:
                 return json_response({"error": str(exc)}, 404)
         return json_response(
             {
-                "current": self.dhis2_store.increment,
-                "available": self.dhis2_store.available_increments(),
+                "current": self.increment,
+                "available": self.available_increments(),
             }
         )
 
@@ -316,7 +333,7 @@ class Sandbox:
         return list(self.app.fhir.store.servers)
 
     def apply_increment(self, number: int) -> None:
-        """Serve the DHIS2 data as it is after the simulator's ``increments/<number>``
+        """Serve every API's data as it is after the simulator's ``increments/<number>``
         (0 goes back to the base data)."""
         self.app.apply_increment(number)
 

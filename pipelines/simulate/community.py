@@ -11,7 +11,9 @@ Output layout (``out_dir`` is the folder given to ``healthpipe simulate --out``)
     kobo/assets/<asset uid>/asset.json                 Kobo v2 asset (one survey)
     kobo/assets/<asset uid>/data.json                  Kobo v2 data response, ALL results
 
-JSON is written compactly (one line), UTF-8, with a final newline.
+JSON is written compactly (one line), UTF-8, with a final newline. What changes after the
+window is written under ``increments/1/odk`` and ``increments/1/kobo`` in the same layout by
+:mod:`pipelines.simulate.community_increment`.
 
 ODK Central (``https://central.demoland.example``, project 1 "Demoland community health")
 ----------------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.simulate.community_increment import write_community_increment
 from pipelines.simulate.context import Simulation, Window
 from pipelines.simulate.country import CommunityHealthWorker, Country, OrgUnit
 
@@ -1215,8 +1218,10 @@ def _write_kobo(sim: Simulation, clock: _Clock, out_dir: Path) -> tuple[int, lis
 
 
 def write_community(sim: Simulation, out_dir: Path) -> dict[str, int]:
-    """Write the ODK Central forms and the Kobo asset under ``out_dir``, record the injected
-    defects in ``sim.truth``, and return the number of rows written per entity."""
+    """Write the ODK Central forms and the Kobo asset under ``out_dir`` and what changes
+    after the window under ``increments/1/`` (see :mod:`pipelines.simulate.community_increment`),
+    record the injected defects in ``sim.truth``, and return the number of rows written per
+    entity."""
     clock = _Clock.of(sim.window)
     counts, versions = _write_odk(sim, clock, out_dir)
     counts[KOBO_ENTITY], kobo_districts = _write_kobo(sim, clock, out_dir)
@@ -1225,4 +1230,5 @@ def write_community(sim: Simulation, out_dir: Path) -> dict[str, int]:
         "household_visit_versions": [versions.first, versions.second],
         "kobo_districts": kobo_districts,
     }
+    counts |= write_community_increment(sim, out_dir)
     return counts

@@ -21,6 +21,9 @@ and in each server folder:
   following page's ``self``. A type with no resources has one page with ``total`` 0 and no
   ``entry``. ``Bundle.meta.lastUpdated`` is the snapshot time, the window's last second.
 
+What changes after the window (new resources, corrections, deletions) is written under
+``<out>/increments/1/fhir/<server>/`` by :mod:`pipelines.simulate.fhir_increment`.
+
 Resources in the NDJSON files and the pages are in the same order: by ``meta.lastUpdated``
 then ``id``, as a server's history would list them (so ``_lastUpdated`` / ``_since`` filters
 are a prefix cut). Every resource has ``id`` (a UUID), ``meta.versionId`` ("1", or "2" for
@@ -97,6 +100,7 @@ import numpy as np
 
 from pipelines.simulate.context import Simulation
 from pipelines.simulate.country import CADRES, Country, OrgUnit
+from pipelines.simulate.fhir_increment import write_fhir_increment
 
 Resource = dict[str, Any]
 
@@ -1170,7 +1174,8 @@ def _write_server(server: _Server, directory: Path, clock: _Clock) -> dict[str, 
 
 def write_fhir(sim: Simulation, out_dir: Path) -> dict[str, int]:
     """Write the EMR and iHRIS FHIR servers under ``out_dir/fhir`` (layout in the module
-    docstring); record the injected defects in ``sim.truth``. Returns the number of resources
+    docstring) and what changes after the window under ``increments/1/fhir`` (see
+    :mod:`pipelines.simulate.fhir_increment`); record the injected defects in ``sim.truth``. Returns the number of resources
     per ``<server>/<ResourceType>``."""
     clock = _Clock(sim.window.start, sim.window.end)
     emr = _emr(sim, clock)
@@ -1179,4 +1184,6 @@ def write_fhir(sim: Simulation, out_dir: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for server in (emr, ihris):
         counts |= _write_server(server, out_dir / "fhir" / server.name, clock)
+    servers = {server.name: server.resources for server in (emr, ihris)}
+    counts |= write_fhir_increment(sim, servers, clock.end, out_dir)
     return counts

@@ -222,12 +222,18 @@ class Scrubber:
         container (``#p1``) and identifies no one, so it stays as it is."""
         kind = resource.get("resourceType")
         if kind == "Patient":
-            return self._patient_resource(resource, contained)
-        if kind == "Practitioner":
-            return self._practitioner(resource)
-        if kind in ("RelatedPerson", "Person"):
-            return self._person(resource, _RELATED_PERSON_KEEP)
-        return self._object(resource, "")
+            scrubbed = self._patient_resource(resource, contained)
+        elif kind == "Practitioner":
+            scrubbed = self._practitioner(resource)
+        elif kind in ("RelatedPerson", "Person"):
+            scrubbed = self._person(resource, _RELATED_PERSON_KEEP)
+        else:
+            return self._object(resource, "")
+        # People keep only listed fields: a Bulk Data tombstone's flag must survive that, or
+        # a deleted patient or health worker would land as a live record.
+        if resource.get("deleted") is True:
+            scrubbed["deleted"] = True
+        return scrubbed
 
     def _patient_resource(self, resource: Mapping[str, Any], contained: bool) -> dict[str, Any]:
         scrubbed = self._person(resource, _PATIENT_KEEP)

@@ -822,3 +822,77 @@ def test_describe_names_every_api_and_credential(sandbox: Sandbox) -> None:
     ):
         assert needle in text
     assert Counter(line.split()[0] for line in text.splitlines()[1:])["FHIR"] == 2
+
+
+def test_one_increment_switches_fhir_odk_and_kobo(country: Path) -> None:
+    """``POST /_sandbox/increments/1`` serves the FHIR, ODK and Kobo data as it is after the
+    simulator's increment: new and corrected FHIR versions replace the old ones, deleted
+    resources answer 410 and are listed by ``_history`` and by an export with ``_since``;
+    ODK shows edits in place and deletions only to a ``deletedAt`` filter; Kobo lists the new
+    results. Increment 0 restores the base data."""
+    notes = json.loads((country / "truth.json").read_text())["notes"]
+    emr = notes["fhir_increment"]["servers"]["emr"]
+    obs_id = emr["deleted"]["Observation"][0]
+    corrected = emr["corrected"]["Observation"][0]
+    visits = notes["community_increment"]["odk"]["household_visit"]
+    [(uid, new_results)] = notes["community_increment"]["kobo"].items()
+    settings = SandboxSettings(fhir=FhirSettings(bulk_polls=0, bulk_retry_after=0))
+    with start_sandbox(country, settings=settings) as sandbox, requests.Session() as http:
+        fhir = sandbox.fhir_url("emr")
+        odk = f"{sandbox.odk_url}/v1/projects/1/forms/household_visit.svc/Submissions"
+        kobo = f"{sandbox.kobo_url}/api/v2/assets/{uid}/data/"
+        kobo_auth = {"Authorization": f"Token {Credentials().kobo_token}"}
+
+        def odk_ids(flt: str) -> set[str]:
+            params = {"$filter": flt, "$top": "5000"}
+            rows = http.get(odk, params=params, auth=ODK_AUTH, timeout=TIMEOUT).json()["value"]
+            return {r["__id"] for r in rows}
+
+        def export_deleted(since: str) -> list[str]:
+            kick = http.get(
+                f"{fhir}/$export",
+                params={"_type": "Observation", "_since": since},
+                headers={"Prefer": "respond-async"},
+                timeout=TIMEOUT,
+            )
+            manifest = http.get(kick.headers["Content-Location"], timeout=TIMEOUT).json()
+            lines = [
+                json.loads(line)
+                for item in manifest["deleted"]
+                for line in http.get(item["url"], timeout=TIMEOUT).text.splitlines()
+            ]
+            return [e["request"]["url"] for b in lines for e in b["entry"]]
+
+        base_kobo = http.get(kobo, headers=kobo_auth, timeout=TIMEOUT).json()["count"]
+        assert http.get(f"{fhir}/Observation/{obs_id}", timeout=TIMEOUT).status_code == 200
+        assert http.post(f"{sandbox.url}/_sandbox/increments/1").json()["current"] == 1
+
+        assert http.get(f"{fhir}/Observation/{obs_id}", timeout=TIMEOUT).status_code == 410
+        read = http.get(f"{fhir}/Observation/{corrected['id']}", timeout=TIMEOUT)
+        assert read.headers["ETag"] == f'W/"{corrected["version"]}"'
+        assert read.json()["status"] == "amended"
+        history = http.get(
+            f"{fhir}/Observation/_history", params={"_since": "2026-02-01T00:00:00Z"}
+        ).json()
+        deletes = [
+            e["request"]["url"] for e in history["entry"] if e["request"]["method"] == "DELETE"
+        ]
+        assert sorted(deletes) == sorted(f"Observation/{i}" for i in emr["deleted"]["Observation"])
+        assert sorted(export_deleted("2026-02-01T00:00:00Z")) == sorted(deletes)
+        assert export_deleted("2030-01-01T00:00:00Z") == []
+
+        live = odk_ids("__system/submissionDate gt 2026-02-02T00:00:00.000Z")
+        assert set(visits["new"]) <= live
+        gone = odk_ids("__system/deletedAt gt 2026-02-02T00:00:00.000Z")
+        assert gone == set(visits["deleted"])
+        assert not gone & odk_ids("__system/submissionDate gt 2000-01-01T00:00:00.000Z")
+
+        results = http.get(kobo, params={"limit": 1000}, headers=kobo_auth, timeout=TIMEOUT)
+        assert results.json()["count"] == base_kobo + len(new_results["new"])
+        newest = results.json()["results"][-len(new_results["new"]) :]
+        assert [str(r["_id"]) for r in newest] == new_results["new"]
+
+        sandbox.apply_increment(0)
+        assert http.get(f"{fhir}/Observation/{obs_id}", timeout=TIMEOUT).status_code == 200
+        assert http.get(kobo, headers=kobo_auth, timeout=TIMEOUT).json()["count"] == base_kobo
+        assert not odk_ids("__system/deletedAt gt 2026-02-02T00:00:00.000Z")

@@ -26,6 +26,7 @@ from connectors.fhir import (
     read_fhir,
     since_for,
 )
+from connectors.fhir_history import parse_history_deletions
 from connectors.http import HttpClient, RetryPolicy, TruncatedResponse
 from pipelines.config import parse_config
 from pipelines.errors import ConfigError
@@ -97,6 +98,19 @@ def patient() -> dict[str, Any]:
             },
         ],
         "link": [{"other": {"reference": "Patient/older-record", "display": "Juma L."}}],
+    }
+
+
+def capability(history: list[str]) -> dict[str, Any]:
+    """A CapabilityStatement offering search on Observation, and history-type on ``history``."""
+    interactions = [{"code": "search-type"}] + [{"code": "history-type"}] * (
+        "Observation" in history
+    )
+    return {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {"mode": "server", "resource": [{"type": "Observation", "interaction": interactions}]}
+        ],
     }
 
 
@@ -297,6 +311,8 @@ def test_search_follows_opaque_next_links_as_given_and_moves_the_cursor_last(
     base = httpserver.url_for("/fhir")
     page2 = f"{base}?_getpages=a1b2&_getpagesoffset=2&_count=2&_bundletype=searchset"
     page3 = f"{base}?_getpages=a1b2&_getpagesoffset=4&_count=2&_bundletype=searchset"
+    # An incremental pull reads the CapabilityStatement: no history-type, no _history asked.
+    httpserver.expect_ordered_request("/fhir/metadata").respond_with_json(capability([]))
     httpserver.expect_ordered_request(
         "/fhir/Observation", query_string={"_count": "2", "_lastUpdated": "ge2026-01-01T23:55:00Z"}
     ).respond_with_data(bundle([observation(1), observation(2)], 5, page2))
@@ -514,3 +530,58 @@ def test_overlap_is_subtracted_in_utc() -> None:
 def test_a_server_without_versions_keys_on_last_updated() -> None:
     row = flatten({**observation(1), "meta": {"lastUpdated": "2026-01-10T08:00:00+00:00"}})
     assert row["version_id"] == "2026-01-10T08:00:00Z"
+
+
+def test_an_incremental_search_learns_deletions_from_the_type_history(
+    httpserver: HTTPServer,
+) -> None:
+    """A search never lists deleted resources: with history-type offered, the pull asks
+    ``_history`` since the same instant and lands its DELETE entries as tombstones (other
+    history entries are versions the search brought already); the cursor takes the
+    deletion's moment."""
+    since = "2026-01-01T23:55:00Z"
+    httpserver.expect_ordered_request("/fhir/metadata").respond_with_json(
+        capability(["Observation"])
+    )
+    httpserver.expect_ordered_request(
+        "/fhir/Observation", query_string={"_count": "100", "_lastUpdated": f"ge{since}"}
+    ).respond_with_data(bundle([observation(1)], 1, None))
+    history = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [
+            {
+                "request": {"method": "DELETE", "url": "Observation/obs-7"},
+                "response": {"status": "410 Gone", "lastModified": "2026-01-15T10:00:00Z"},
+            },
+            {
+                "resource": observation(1),
+                "request": {"method": "PUT", "url": "Observation/obs-1"},
+                "response": {"status": "200 OK", "lastModified": "2026-01-10T08:00:00Z"},
+            },
+        ],
+    }
+    httpserver.expect_ordered_request(
+        "/fhir/Observation/_history", query_string={"_since": since, "_count": "100"}
+    ).respond_with_json(history)
+    cursor = {"lastUpdated": {"Observation": "2026-01-02T00:00:00Z"}}
+    pages = pull(client_for(httpserver), settings(), cursor)
+    httpserver.check_assertions()
+    records = [r for p in pages for r in p.records]
+    assert [(r["id"], bool(r.get("deleted"))) for r in records] == [
+        ("obs-1", False),
+        ("obs-7", True),
+    ]
+    assert records[1]["meta"]["lastUpdated"] == "2026-01-15T10:00:00Z"
+    assert pages[-1].cursor == {"lastUpdated": {"Observation": "2026-01-15T10:00:00Z"}}
+    assert flatten(records[1])["version_id"] == "deleted"
+
+
+def test_a_history_deletion_without_its_moment_is_refused() -> None:
+    document = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [{"request": {"method": "DELETE", "url": "Observation/obs-7"}}],
+    }
+    with pytest.raises(SourceFormatError, match=r"response\.lastModified"):
+        parse_history_deletions(document, "Observation", "emr: Observation/_history")

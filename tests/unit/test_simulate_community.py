@@ -434,3 +434,59 @@ def test_same_seed_gives_byte_identical_files(
     household = "odk/projects/1/forms/household_visit/submissions.json"
     assert other[household] != files_of(folder)[household]
     assert counts == run[2]
+
+
+def test_the_increment_holds_what_truth_says_dated_after_the_window(
+    run: tuple[Path, Simulation, dict[str, int]],
+) -> None:
+    """ODK: new submissions, edits as Central records them (same __id, new instanceID,
+    the old one deprecated) and deletions; Kobo: new results with larger ids. Every change
+    is dated after the window but the one stamped at the base data's latest instant."""
+    folder, sim, _ = run
+    notes = sim.truth.notes["community_increment"]
+    increment = folder / notes["folder"]
+    _, window_end = window_bounds()
+    flagged = {str(d["record"]["instance_id"]) for d in sim.truth.defects}
+    assert sum(t["counts"]["new"] for t in notes["odk"].values()) > 0
+    assert sum(t["counts"]["edited"] for t in notes["odk"].values()) > 0
+    assert sum(t["counts"]["deleted"] for t in notes["odk"].values()) > 0
+    for form, changes in notes["odk"].items():
+        base = {r["__id"]: r for r in odk_rows(folder, form)}
+        rows = {r["__id"]: r for r in odk_rows(increment, form)}
+        edited = {e["id"]: e["instance_id"] for e in changes["edited"]}
+        assert set(rows) == set(changes["new"]) | set(edited) | set(changes["deleted"])
+        assert not set(rows) & flagged
+        assert not set(changes["new"]) & set(base)
+        for submission, instance in edited.items():
+            row, old = rows[submission], base[submission]
+            assert row["meta"] == {
+                "instanceID": instance,
+                "deprecatedID": old["meta"]["instanceID"],
+            }
+            assert row["__system"]["edits"] == old["__system"]["edits"] + 1
+            assert row["__system"]["reviewState"] == "edited"
+            assert {k: v for k, v in row.items() if k not in ("meta", "__system")} != {
+                k: v for k, v in old.items() if k not in ("meta", "__system")
+            }
+        for submission in changes["deleted"]:
+            assert base[submission]["__system"]["deletedAt"] is None
+            assert odk_time(rows[submission]["__system"]["deletedAt"]) > window_end
+        at = changes["at_cursor"]
+        latest = max(
+            r["__system"]["updatedAt"] or r["__system"]["submissionDate"] for r in base.values()
+        )
+        for submission, row in rows.items():
+            system = row["__system"]
+            stamp = system["deletedAt"] or system["updatedAt"] or system["submissionDate"]
+            if at is not None and submission == at["id"]:
+                assert stamp == at["updated_at"] == latest
+            else:
+                assert odk_time(stamp) > window_end
+    [(uid, kobo)] = notes["kobo"].items()
+    assert uid == kobo_folder(folder).name
+    base_results = kobo_results(folder)
+    new = json.loads((increment / "kobo" / "assets" / uid / "data.json").read_text())["results"]
+    assert [str(r["_id"]) for r in new] == kobo["new"] and new
+    assert min(r["_id"] for r in new) > max(r["_id"] for r in base_results)
+    assert not {r["_uuid"] for r in new} & {r["_uuid"] for r in base_results}
+    assert new[0]["_submission_time"] == max(r["_submission_time"] for r in base_results)

@@ -119,7 +119,8 @@ def test_every_resource_type_has_its_files_and_counts(output: Output) -> None:
             assert output.counts[f"{server}/{resource_type}"] == len(resources)
             assert all(r["resourceType"] == resource_type for r in resources)
             assert output.pages(server, resource_type), (server, resource_type)
-    assert set(output.counts) == {f"{s}/{t}" for s, (_b, types) in SERVERS.items() for t in types}
+    base = {k for k in output.counts if not k.startswith("increment/")}
+    assert base == {f"{s}/{t}" for s, (_b, types) in SERVERS.items() for t in types}
     for resource_type in EMR_TYPES:
         assert output.counts[f"emr/{resource_type}"] > 0, resource_type
 
@@ -434,3 +435,52 @@ def test_default_country_stays_small(tmp_path: Path) -> None:
     size = sum(p.stat().st_size for p in (tmp_path / "fhir").rglob("*") if p.is_file())
     assert size < 40_000_000
     assert 10 <= counts["emr/Patient"] / counts["emr/Location"] <= 60  # tens per EMR site
+
+
+def test_the_increment_holds_what_truth_says_dated_after_the_window(output: Output) -> None:
+    """New resources, next versions of base ones, and deletions of base ones, each dated
+    after the window but the one stamped at the base data's latest instant."""
+    notes = output.sim.truth.notes["fhir_increment"]
+    window_end = datetime.combine(output.sim.window.end, time(23, 59, 59), UTC)
+    defective = {d["record"]["id"] for d in output.sim.truth.defects if d["source"] == "fhir"}
+    for server, changes in notes["servers"].items():
+        folder = output.root / notes["folder"] / server
+        written = {
+            (r["resourceType"], r["id"]): r
+            for path in (folder / "ndjson").glob("*.ndjson")
+            for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+        }
+        deleted = [json.loads(x) for x in (folder / "deleted.ndjson").read_text().splitlines()]
+        expected = {(t, i) for t, ids in changes["new"].items() for i in ids}
+        expected |= {(t, r["id"]) for t, rs in changes["corrected"].items() for r in rs}
+        assert set(written) == expected and expected
+        for resource_type, ids in changes["new"].items():
+            assert not set(ids) & set(output.by_id(server, resource_type))
+        for resource_type, records in changes["corrected"].items():
+            base = output.by_id(server, resource_type)
+            for record in records:
+                old, new = base[record["id"]], written[(resource_type, record["id"])]
+                assert int(new["meta"]["versionId"]) == int(old["meta"]["versionId"]) + 1
+                assert new["meta"]["lastUpdated"] > old["meta"]["lastUpdated"] or (
+                    record["id"] == changes["at_cursor"]["id"]
+                )
+                assert new != {**old, "meta": new["meta"]}  # something really changed
+        gone = {b["entry"][0]["request"]["url"] for b in deleted}
+        assert gone == {f"{t}/{i}" for t, ids in changes["deleted"].items() for i in ids}
+        for (resource_type, _), resource in written.items():
+            get_fhir_model_class(resource_type).model_validate(resource)
+        for bundle in deleted:
+            get_fhir_model_class("Bundle").model_validate(bundle)
+            assert bundle["type"] == "transaction"
+            assert bundle["entry"][0]["request"]["method"] == "DELETE"
+        assert not defective & ({i for _, i in written} | {u.split("/")[1] for u in gone})
+        latest = max(
+            r["meta"]["lastUpdated"]
+            for t in SERVERS[server][1]
+            for r in output.resources(server, t)
+        )
+        at = changes["at_cursor"]
+        assert at["last_updated"] == latest
+        stamps = [r["meta"]["lastUpdated"] for r in written.values() if r["id"] != at["id"]]
+        stamps += [b["meta"]["lastUpdated"] for b in deleted]
+        assert all(datetime.fromisoformat(s) > window_end for s in stamps)
