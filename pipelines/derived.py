@@ -9,7 +9,8 @@ An entry of a top-level ``derived_data_elements:`` list names the record source 
 by AND: ``column = value``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in (v1, v2)``,
 ``not in (...)``, ``is null``, ``is not null``; values are 'quoted text', numbers, true or
 false), the period (``period_type`` with a ``date_column`` or a ``period_column`` already
-holding DHIS2 period ids), the org-unit column, the aggregation (``count``,
+holding DHIS2 period ids), the org-unit column, optionally a ``disaggregate_by`` column whose
+values become category option combos (``#{id.value}``), the aggregation (``count``,
 ``count_distinct``, ``sum``, ``min``, ``max``) and the ``aggregation_type`` used when rolling
 up (SUM, AVERAGE, LAST ...). Columns are checked against the source's known columns, so the
 SQL compiled here only ever holds validated names and quoted literals.
@@ -106,6 +107,9 @@ class DerivedDataElementDefinition(BaseModel):
     date_column: str | None = None
     period_column: str | None = None
     org_unit_column: str = "org_unit_id"
+    # A column whose values become the category option combo (e.g. item_code), so an
+    # indicator reads one of them as #{id.AL6X4} and the total as #{id}.
+    disaggregate_by: str | None = None
     aggregation: Literal["count", "count_distinct", "sum", "min", "max"]
     column: str | None = None
     aggregation_type: Literal[
@@ -196,6 +200,7 @@ def compile_derived(
         "period_column": definition.period_column,
         "org_unit_column": definition.org_unit_column,
         "column": definition.column,
+        "disaggregate_by": definition.disaggregate_by,
     }
     for key, column in named.items():
         if column is not None and column not in columns:
@@ -237,6 +242,9 @@ def publish_derived(warehouse: Warehouse, derived: Sequence[CompiledDerivedDataE
             "date_column": pa.array([d.definition.date_column for d in derived], pa.string()),
             "period_column": pa.array([d.definition.period_column for d in derived], pa.string()),
             "org_unit_column": [d.definition.org_unit_column for d in derived],
+            "disaggregate_by": pa.array(
+                [d.definition.disaggregate_by for d in derived], pa.string()
+            ),
             "aggregation_type": [d.definition.aggregation_type for d in derived],
             "source_file": [str(d.source_file) for d in derived],
         }

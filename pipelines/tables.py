@@ -164,6 +164,7 @@ DEFINITION_DDL: tuple[str, ...] = (
     date_column text,
     period_column text,
     org_unit_column text not null,
+    disaggregate_by text,
     aggregation_type text not null,
     source_file text not null
 )""",

@@ -49,7 +49,8 @@ derived_values as (
 
     select
         d.data_element_id,
-        'HllvX50cXC0' as category_option_combo_id,
+        -- a disaggregated derived element's combo is the value it was split by
+        coalesce(d.category_option_combo_id, 'HllvX50cXC0') as category_option_combo_id,
         'HllvX50cXC0' as attribute_option_combo_id,
         d.org_unit_id,
         d.period_id,

@@ -77,6 +77,7 @@ def element(**overrides: object) -> DerivedDataElementDefinition:
         ({"date_column": "birth_date"}, "date_column 'birth_date' is not a column"),
         ({"aggregation": "sum"}, "aggregation sum needs a `column`"),
         ({"filter": ["nope"]}, "filter 'nope'"),
+        ({"disaggregate_by": "name"}, "disaggregate_by 'name' is not a column"),
     ],
 )
 def test_definition_errors_name_the_file_and_entry(

@@ -26,6 +26,7 @@ renamed as (
         date_column,
         period_column,
         org_unit_column,
+        disaggregate_by,
         aggregation_type
 
     from source
