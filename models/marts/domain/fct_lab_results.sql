@@ -2,7 +2,9 @@
     stg_hl7v2__results already keeps only the latest message per order and test (a
     corrected result replaces the original; the history stays in raw). Adds the org unit,
     the result's class (positive / suppressed) and the turnaround from collection to result.
-    Rejected specimens are rows with no value and is_specimen_rejected true. -#}
+    Rejected specimens are rows with no value and is_specimen_rejected true. FHIR lab
+    Observations (category laboratory) would join here; the EMRs healthpipe reads so far send
+    vital signs only, so the laboratory feed is HL7 alone. -#}
 {%- set positive_codes = ['30020004', '260373001', '75953000', '10828004'] -%}
 {%- set negative_codes = ['260415000', '260385009'] -%}
 
