@@ -1,6 +1,8 @@
 """Indicator definitions: YAML files compiled for the dbt indicator engine.
 
-Each file holds a top-level ``indicators:`` list (DESIGN.md). Numerators and denominators
+Each file holds a top-level ``indicators:`` list (DESIGN.md) and may hold a
+``derived_data_elements:`` list (pipelines/derived.py), whose ids indicators use as data
+elements. Numerators and denominators
 use DHIS2's expression syntax: ``#{dataElement}``, ``#{dataElement.categoryOptionCombo}``,
 ``#{de.coc.aoc}`` with ``*`` as a wildcard, reporting items ``R{dataSet.ACTUAL_REPORTS}``,
 ``EXPECTED_REPORTS``, ``ACTUAL_REPORTS_ON_TIME``, ``REPORTING_RATE`` and
@@ -27,6 +29,12 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipelines.derived import (
+    CompiledDerivedDataElement,
+    DerivedDataElementDefinition,
+    compile_derived,
+    publish_derived,
+)
 from pipelines.errors import IndicatorDefinitionError
 from pipelines.paths import INDICATORS_DIR
 from pipelines.warehouse import Warehouse
@@ -360,27 +368,69 @@ def indicator_files(extra_paths: Iterable[Path] = ()) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def load_indicators(extra_paths: Iterable[Path] = ()) -> list[CompiledIndicator]:
+@dataclass(frozen=True)
+class Definitions:
+    indicators: list[CompiledIndicator]
+    derived: list[CompiledDerivedDataElement]
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _label(entry: object, index: int) -> object:
+    return entry.get("id", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+
+
+def load_definitions(extra_paths: Iterable[Path] = ()) -> Definitions:
+    """Every indicator and derived data element of the built-in and extra files. A file holds
+    an ``indicators:`` list, a ``derived_data_elements:`` list, or both; ids are unique."""
     indicators: list[CompiledIndicator] = []
+    derived: list[CompiledDerivedDataElement] = []
     seen: dict[str, Path] = {}
+    seen_derived: dict[str, Path] = {}
     for path in indicator_files(extra_paths):
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise IndicatorDefinitionError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("indicators"), list):
-            raise IndicatorDefinitionError(f"{path}: expected a top-level `indicators:` list")
-        for index, entry in enumerate(document["indicators"]):
-            label = entry.get("id", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+        lists = ("indicators", "derived_data_elements")
+        if (
+            not isinstance(document, dict)
+            or not any(key in document for key in lists)
+            or not all(isinstance(document.get(key, []), list) for key in lists)
+        ):
+            raise IndicatorDefinitionError(
+                f"{path}: expected a top-level `indicators:` or `derived_data_elements:` list"
+            )
+        for index, entry in enumerate(document.get("derived_data_elements", [])):
+            try:
+                element = DerivedDataElementDefinition.model_validate(entry)
+            except ValidationError as exc:
+                raise IndicatorDefinitionError(
+                    f"{path}: derived_data_elements[{index}] ({_label(entry, index)}): "
+                    f"{_problems(exc)}"
+                ) from None
+            if element.domain not in DOMAINS:
+                raise IndicatorDefinitionError(
+                    f"{path}: derived_data_elements[{index}] ({element.id}): domain "
+                    f"{element.domain!r} is not one of {', '.join(DOMAINS)}"
+                )
+            if element.id in seen_derived:
+                raise IndicatorDefinitionError(
+                    f"{path}: derived data element {element.id} is already defined in "
+                    f"{seen_derived[element.id]}"
+                )
+            seen_derived[element.id] = path
+            derived.append(compile_derived(element, path, index))
+        for index, entry in enumerate(document.get("indicators", [])):
             try:
                 definition = IndicatorDefinition.model_validate(entry)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
-                    for e in exc.errors()
-                )
                 raise IndicatorDefinitionError(
-                    f"{path}: indicators[{index}] ({label}): {problems}"
+                    f"{path}: indicators[{index}] ({_label(entry, index)}): {_problems(exc)}"
                 ) from None
             if definition.id in seen:
                 raise IndicatorDefinitionError(
@@ -388,7 +438,11 @@ def load_indicators(extra_paths: Iterable[Path] = ()) -> list[CompiledIndicator]
                 )
             seen[definition.id] = path
             indicators.append(compile_indicator(definition, path))
-    return indicators
+    return Definitions(indicators, derived)
+
+
+def load_indicators(extra_paths: Iterable[Path] = ()) -> list[CompiledIndicator]:
+    return load_definitions(extra_paths).indicators
 
 
 def check_operands(
@@ -416,8 +470,12 @@ def check_operands(
     return checked
 
 
-def known_data_elements(warehouse: Warehouse) -> set[str]:
-    """Data elements the warehouse holds, and the reporting counts of its data sets."""
+def known_data_elements(
+    warehouse: Warehouse, derived: Sequence[CompiledDerivedDataElement] = ()
+) -> set[str]:
+    """Data elements the warehouse holds, the reporting counts of its data sets, and the
+    derived data elements (a derived id that a DHIS2 data element already uses is an error:
+    both would land in fct_data_values under one id)."""
     rows = warehouse.fetchall(
         "select distinct id from raw.dhis2__data_elements "
         "where validation_status = 'valid' and not is_deleted"
@@ -427,13 +485,24 @@ def known_data_elements(warehouse: Warehouse) -> set[str]:
         "where validation_status = 'valid' and not is_deleted"
     )
     known = {row[0] for row in rows}
+    for element in derived:
+        if element.definition.id in known:
+            raise IndicatorDefinitionError(
+                f"{element.source_file}: derived data element {element.definition.id} has the "
+                "id of a DHIS2 data element in the warehouse; choose another id"
+            )
+        known.add(element.definition.id)
     known |= {
         reporting_operand(row[0], m).data_element_id for row in data_sets for m in REPORTING_COUNTS
     }
     return known
 
 
-def publish_indicators(warehouse: Warehouse, indicators: Sequence[CompiledIndicator]) -> None:
+def publish_indicators(
+    warehouse: Warehouse,
+    indicators: Sequence[CompiledIndicator],
+    derived: Sequence[CompiledDerivedDataElement] = (),
+) -> None:
     """Replace the definitions the dbt models read, in one transaction."""
     definitions = pa.table(
         {
@@ -475,3 +544,4 @@ def publish_indicators(warehouse: Warehouse, indicators: Sequence[CompiledIndica
         warehouse.execute("delete from raw.healthpipe__indicators")
         warehouse.load_arrow("raw.healthpipe__indicators", definitions)
         warehouse.load_arrow("raw.healthpipe__indicator_operands", operands)
+        publish_derived(warehouse, derived)

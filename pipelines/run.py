@@ -31,7 +31,7 @@ from pipelines.config import HealthpipeConfig, SourceConfig
 from pipelines.indicators import (
     check_operands,
     known_data_elements,
-    load_indicators,
+    load_definitions,
     publish_indicators,
 )
 from pipelines.land import land_records
@@ -315,10 +315,11 @@ def _record_reconciliation(
 def publish_indicator_definitions(warehouse: Warehouse, config: HealthpipeConfig) -> int:
     """Compile the indicator YAML files and store them for the dbt models; returns how many
     indicators can be computed from the data elements the warehouse holds."""
+    definitions = load_definitions(config.indicator_paths)
     indicators = check_operands(
-        load_indicators(config.indicator_paths), known_data_elements(warehouse)
+        definitions.indicators, known_data_elements(warehouse, definitions.derived)
     )
-    publish_indicators(warehouse, indicators)
+    publish_indicators(warehouse, indicators, definitions.derived)
     return sum(1 for i in indicators if i.is_computable)
 
 

@@ -152,6 +152,22 @@ DEFINITION_DDL: tuple[str, ...] = (
     attribute_option_combo_id text,
     primary key (indicator_id, operand_alias)
 )""",
+    """create table if not exists raw.healthpipe__derived_data_elements (
+    data_element_id text primary key,
+    name text not null,
+    domain text not null,
+    description text,
+    source_model text not null,
+    filter_sql text not null,
+    value_sql text not null,
+    period_type text not null,
+    date_column text,
+    period_column text,
+    org_unit_column text not null,
+    disaggregate_by text,
+    aggregation_type text not null,
+    source_file text not null
+)""",
 )
 
 # Alerts: written by pipelines.alerts (not by dbt, which never touches tables it does not own).

@@ -1,6 +1,7 @@
 {#- One row per data element UID (the most recently updated version when several DHIS2
     sources publish it), plus the reporting counts of each data set as pseudo data elements
-    "R:<data set>:<metric>" (summed like any count). -#}
+    "R:<data set>:<metric>" (summed like any count), and the derived data elements defined in
+    the indicator YAML files (source_name: the record source they count). -#}
 {%- set reporting_metrics = [('EXPECTED_REPORTS', 'expected reports'), ('ACTUAL_REPORTS', 'actual reports'),
                              ('ACTUAL_REPORTS_ON_TIME', 'reports on time')] -%}
 
@@ -50,8 +51,27 @@ reporting as (
     from {{ ref('int_data_sets') }}
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
+),
+
+derived as (
+
+    select
+        data_element_id,
+        data_element_id as code,
+        name,
+        name as short_name,
+        'NUMBER' as value_type,
+        aggregation_type,
+        'AGGREGATE' as domain_type,
+        'bjDvmb4bfuf' as category_combo_id,
+        true as is_derived,
+        source_model as source_name
+    from {{ ref('stg_healthpipe__derived_data_elements') }}
+
 )
 
 select * from data_elements
 union all
 select * from reporting
+union all
+select * from derived

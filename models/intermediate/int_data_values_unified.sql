@@ -1,7 +1,7 @@
 {#- Every data value the indicators read, with its period's type and dates: DHIS2 values as
     they come, and the reporting counts of int_reporting_facts as pseudo data elements
-    "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands). Values derived from
-    record-level sources join here as well. -#}
+    "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands), and the values of derived
+    data elements (int_derived_data_values) with their record source as `source`. -#}
 {%- set reporting_metrics = ['expected_reports', 'actual_reports', 'actual_reports_on_time'] -%}
 
 with dhis2_values as (
@@ -45,11 +45,34 @@ reporting_counts as (
     {% endfor %}
 ),
 
+derived_values as (
+
+    select
+        d.data_element_id,
+        -- a disaggregated derived element's combo is the value it was split by
+        coalesce(d.category_option_combo_id, 'HllvX50cXC0') as category_option_combo_id,
+        'HllvX50cXC0' as attribute_option_combo_id,
+        d.org_unit_id,
+        d.period_id,
+        d.value,
+        cast(d.value as varchar) as value_text,
+        d.source,
+        cast(null as varchar) as data_set_id,
+        false as is_followup,
+        true as is_derived,
+        cast(null as timestamp) as source_updated_at,
+        cast(null as timestamp) as landed_at
+    from {{ ref('int_derived_data_values') }} as d
+
+),
+
 all_values as (
 
     select * from dhis2_values
     union all
     select * from reporting_counts
+    union all
+    select * from derived_values
 
 )
 
