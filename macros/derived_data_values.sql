@@ -8,7 +8,7 @@
 {% macro hp_record_sources() %}
     {{ return(['fct_lab_results', 'fct_stock', 'fct_workforce', 'fct_facility_assessments',
                'fct_governance', 'fct_cross_sectoral', 'fct_community_reports',
-               'fct_nutrition_screenings', 'fct_encounters']) }}
+               'fct_nutrition_screenings', 'fct_encounters', 'fct_alert_timeliness']) }}
 {% endmacro %}
 
 {% macro hp_derived_data_values_sql(definitions_relation, periods_relation) %}

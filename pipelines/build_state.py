@@ -5,6 +5,7 @@ records that land unchanged). Rebuilding every mart then costs the better part o
 for the same tables, so the run compares a fingerprint of everything the models read with
 the one recorded after the last successful build:
 
+- the alert records (their count, latest update and notification);
 - every raw table's row count, latest landing and latest validation (a landed change, a
   tombstone, a quarantine release all move one of them; an unchanged re-landing moves none:
   landing updates a row only when its content hash changed);
@@ -25,6 +26,8 @@ from pipelines.warehouse import Warehouse
 PROJECT_PARTS = ("models", "macros", "seeds", "data-tests", "dbt_project.yml")
 WATCHED_SCHEMAS = ("raw",)
 """Schemas whose tables the dbt models read."""
+WATCHED_TABLES = (("marts", "alerts"),)
+"""Tables outside them that the models read (the 7-1-7 timeliness of alerts)."""
 STATE_DDL = """create table if not exists audit.build_state (
     fingerprint text not null,
     run_id text not null,
@@ -46,19 +49,28 @@ def _files(paths: Iterable[Path]) -> list[Path]:
 
 def _table_stats(warehouse: Warehouse) -> list[str]:
     schemas = ", ".join(f"'{schema}'" for schema in WATCHED_SCHEMAS)
+    watched = " or ".join(
+        f"(t.table_schema = '{schema}' and t.table_name = '{name}')"
+        for schema, name in WATCHED_TABLES
+    )
     tables = warehouse.fetchall(
         "select t.table_schema, t.table_name, count(c.column_name) "
         "from information_schema.tables as t left join information_schema.columns as c "
         "on c.table_schema = t.table_schema and c.table_name = t.table_name "
         "and c.column_name in ('landed_at', 'validated_at') "
-        f"where t.table_schema in ({schemas}) and t.table_type = 'BASE TABLE' "
+        f"where (t.table_schema in ({schemas}) or {watched}) and t.table_type = 'BASE TABLE' "
         "group by 1, 2 order by 1, 2"
     )
     stats = []
     for schema, name, marks in tables:
-        # landed raw tables carry their change marks; the others (published definitions,
-        # alert records) are summarised by their size, their content by the files hashed below
-        measures = "count(*), max(landed_at), max(validated_at)" if marks == 2 else "count(*)"
+        # landed raw tables carry their change marks; published definitions are summarised by
+        # their size (their content is in the files hashed below); alerts by their updates
+        if marks == 2:
+            measures = "count(*), max(landed_at), max(validated_at)"
+        elif (schema, name) in WATCHED_TABLES:
+            measures = "count(*), max(updated_at), max(notified_at)"
+        else:
+            measures = "count(*)"
         row = warehouse.fetchall(f"select {measures} from {schema}.{name}")[0]
         stats.append(f"{schema}.{name}:" + "|".join(str(value) for value in row))
     return stats

@@ -78,6 +78,11 @@ RECORD_SOURCES: dict[str, frozenset[str]] = {
         "has_improved_sanitation"
     ),
     "fct_encounters": columns("encounter_key org_unit_id patient_key start_date started_at"),
+    "fct_alert_timeliness": columns(
+        "alert_id disease rule org_unit_id emerged_on detected_date status days_to_detect "
+        "days_to_notify days_to_respond is_detected_within_7_days is_notified_within_1_day "
+        "is_responded_within_7_days meets_7_1_7"
+    ),
 }
 
 PERIOD_TYPES = ("Daily", "Weekly", "Monthly", "Quarterly", "Yearly")

@@ -10,4 +10,5 @@
 -- depends_on: {{ ref('fct_community_reports') }}
 -- depends_on: {{ ref('fct_nutrition_screenings') }}
 -- depends_on: {{ ref('fct_encounters') }}
+-- depends_on: {{ ref('fct_alert_timeliness') }}
 {{ hp_derived_data_values_sql(ref('stg_healthpipe__derived_data_elements'), ref('int_periods')) }}

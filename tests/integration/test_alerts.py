@@ -283,6 +283,56 @@ def test_the_command_line_lists_acknowledges_and_closes(
     assert shown.returncode == 0 and "lab confirmed" in shown.stdout and "closed" in shown.stdout
 
 
+def test_7_1_7_timeliness_feeds_the_surveillance_indicators(alerting_country: Any) -> None:
+    """After alerts were verified, responded to and notified, the next run rebuilds and the
+    7-1-7 indicators count them as marts.alerts says, at every level."""
+    config, _ = alerting_country
+    with open_warehouse(config) as warehouse:
+        # a notified alert is verified and a response starts: its "respond" segment is known
+        notified = warehouse.fetch_scalar(
+            "select min(alert_id) from marts.alerts where notified_at is not null "
+            "and status = 'triggered'"
+        )
+        assert notified is not None, "the notification tests above notified no alert"
+        for status in ("verified", "responding"):
+            set_status(warehouse, notified, status, actor="dso", note=None, now=utc_now())
+        alerts = warehouse.fetchall(
+            "select status, days_to_detect, days_to_notify, days_to_respond from marts.alerts"
+        )
+    kept = [a for a in alerts if a[0] != "discarded"]
+    expected = {
+        "alert_events": len(kept),
+        "alert_detected_7d": sum(1 for a in kept if a[1] is not None and a[1] <= 7),
+        "alert_notified_1d": sum(1 for a in kept if a[2] is not None and a[2] <= 1),
+        "alert_responded_7d": sum(1 for a in kept if a[3] is not None and a[3] <= 7),
+    }
+    assert expected["alert_events"] > 0 and expected["alert_responded_7d"] > 0
+
+    summary = run_pipeline(config)
+    assert summary.dbt is not None, "alerts changed since the last build: the run must rebuild"
+    with open_warehouse(config) as warehouse:
+        totals = dict(
+            warehouse.fetchall(
+                "select data_element_id, sum(value) from marts.fct_data_values "
+                "where data_element_id like 'alert_%' group by 1"
+            )
+        )
+        levels = warehouse.fetchall(
+            "select org_unit_level, sum(numerator), sum(denominator) from marts.indicator_values "
+            "where indicator_id = 'alert_response_within_7_days' and period_type = 'Yearly' "
+            "group by 1 order by 1"
+        )
+    assert {k: int(v) for k, v in totals.items() if k in expected} == {
+        k: v for k, v in expected.items() if v
+    }
+    assert [level for level, _, _ in levels] == [1, 2, 3]  # alerts are raised for districts
+    for _, numerator, denominator in levels:
+        assert (numerator, denominator) == (
+            expected["alert_responded_7d"],
+            expected["alert_events"],
+        )
+
+
 @pytest.fixture(scope="module")
 def built_in_rules_run(
     tmp_path_factory: pytest.TempPathFactory,
