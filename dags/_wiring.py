@@ -14,7 +14,15 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, DeadlineAlert, DeadlineReference, SyncCallback
+from airflow.sdk import (
+    Asset,
+    DeadlineAlert,
+    DeadlineReference,
+    ExceptionRetryPolicy,
+    RetryAction,
+    RetryRule,
+    SyncCallback,
+)
 
 from pipelines.config import HealthpipeConfig, SourceConfig, load_config
 from pipelines.orchestration import warehouse_pool
@@ -67,6 +75,24 @@ def on_failure(source: str | None) -> Callable[[Any], None]:
     return notify
 
 
+PERMANENT_ERRORS = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=[
+                "pipelines.errors.ConfigError",
+                "pipelines.errors.ValidationFailed",
+                "pipelines.errors.IndicatorDefinitionError",
+                "connectors.errors.SourceFormatError",
+            ],
+            action=RetryAction.FAIL,
+            reason="the config, a file or a payload is wrong: retrying cannot fix it",
+        )
+    ]
+)
+"""Errors a retry cannot fix fail (and notify) at once; the rest, network errors and a
+source that is down among them, are retried with backoff."""
+
+
 def default_args(source: str | None = None) -> dict[str, Any]:
     return {
         "owner": OWNER,
@@ -76,6 +102,7 @@ def default_args(source: str | None = None) -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
+        "retry_policy": PERMANENT_ERRORS,
         "on_failure_callback": on_failure(source),
     }
 
@@ -115,7 +142,9 @@ def use_source_credentials(source: SourceConfig) -> list[str]:
 
     values = source_credentials(source, os.environ, lookup)
     for name, value in values.items():
-        mask_secret(value, name)
+        # No name: Airflow masks a named value only when the name looks secret ("password",
+        # "token"), and a username variable like DHIS2_USER would slip through.
+        mask_secret(value)
         os.environ[name] = value
     return sorted(values)
 

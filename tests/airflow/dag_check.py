@@ -34,9 +34,7 @@ def main() -> None:
                 "owner": dag.owner,
                 "retries": (dag.default_args or {}).get("retries"),
                 "has_doc_md": bool(dag.doc_md),
-                "has_failure_callback": bool(
-                    (dag.default_args or {}).get("on_failure_callback")
-                ),
+                "has_failure_callback": bool((dag.default_args or {}).get("on_failure_callback")),
                 "tasks": sorted(dag.task_ids),
                 "pools": {t.task_id: t.pool for t in dag.tasks},
                 "mapped": sorted(t.task_id for t in dag.tasks if t.is_mapped),
@@ -47,9 +45,19 @@ def main() -> None:
         },
         "states": {},
     }
+    if "--mask-logs" in sys.argv:
+        # dag.test() runs tasks in this process with the scheduler's console logging; a
+        # deployed task logs through the task SDK's structlog chain, which redacts every
+        # value registered with mask_secret. Use that chain so the test sees what a task
+        # log shows.
+        from airflow.sdk.log import configure_logging
+
+        configure_logging()
     if "--run" in sys.argv:
         for dag_id in sys.argv[sys.argv.index("--run") + 1].split(","):
-            run = bag.get_dag(dag_id).test()
+            # --executor runs tasks through the executor and the task supervisor, as a
+            # deployment does (task log files, secret masking), instead of in this process.
+            run = bag.get_dag(dag_id).test(use_executor="--executor" in sys.argv)
             report["states"][dag_id] = str(run.state)
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle)
