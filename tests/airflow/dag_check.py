@@ -55,9 +55,13 @@ def main() -> None:
         configure_logging()
     if "--run" in sys.argv:
         for dag_id in sys.argv[sys.argv.index("--run") + 1].split(","):
-            # --executor runs tasks through the executor and the task supervisor, as a
-            # deployment does (task log files, secret masking), instead of in this process.
-            run = bag.get_dag(dag_id).test(use_executor="--executor" in sys.argv)
+            dag = bag.get_dag(dag_id)
+            # Airflow 3.3.2's dag.test() looks a successful run's deadline alerts up by id
+            # in the metadata DB, but an unserialised DAG holds the alert objects, not ids
+            # ('dict' object has no attribute 'hex'). The scheduler path (make airflow-check)
+            # runs them for real; here they are left out.
+            dag.deadline = None
+            run = dag.test()
             report["states"][dag_id] = str(run.state)
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle)
