@@ -14,15 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import (
-    Asset,
-    DeadlineAlert,
-    DeadlineReference,
-    ExceptionRetryPolicy,
-    RetryAction,
-    RetryRule,
-    SyncCallback,
-)
+from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk.definitions.callback import SyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from pipelines.config import HealthpipeConfig, SourceConfig, load_config
 from pipelines.orchestration import warehouse_pool

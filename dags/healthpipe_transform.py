@@ -16,11 +16,10 @@ take the `healthpipe_duckdb` pool's one slot when the warehouse is DuckDB.
 
 from __future__ import annotations
 
-from functools import reduce
 from typing import Any
 
 from _wiring import MARTS, START, config, deadline, default_args, pool, run_id, source_asset
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import AssetAny, dag, get_current_context, task
 
 DAG_ID = "healthpipe_transform"
 _assets = [source_asset(s.name) for s in config().sources if s.enabled]
@@ -28,7 +27,7 @@ _assets = [source_asset(s.name) for s in config().sources if s.enabled]
 
 @dag(
     dag_id=DAG_ID,
-    schedule=reduce(lambda left, right: left | right, _assets) if _assets else None,
+    schedule=AssetAny(*_assets) if _assets else None,
     start_date=START,
     catchup=False,
     max_active_runs=1,
