@@ -11,7 +11,7 @@ it, the task fails at once (no retries) saying so.
 
 from __future__ import annotations
 
-from _wiring import START, config, default_args
+from _wiring import START, config, default_args, pool
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 DAG_ID = "healthpipe_bulletin"
@@ -28,7 +28,8 @@ DAG_ID = "healthpipe_bulletin"
     default_args=default_args(),
 )
 def healthpipe_bulletin() -> None:
-    @task
+    # DuckDB refuses even a reader while another process writes: the bulletin queues too.
+    @task(pool=pool())
     def write_bulletin() -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
