@@ -31,7 +31,8 @@ demo: $(STAMP) ## simulate a country and run the whole pipeline on the embedded 
 AIRFLOW_STATE ?= var/airflow
 AIRFLOW_PORT  ?= 8080
 AIRFLOW_CONFIG = $(abspath $(or $(HEALTHPIPE_CONFIG),healthpipe.yml))
-AIRFLOW_ENV = AIRFLOW_HOME=$(abspath $(AIRFLOW_STATE)) \
+AIRFLOW_ENV = PATH=$(abspath $(VENV))/bin:$$PATH \
+	AIRFLOW_HOME=$(abspath $(AIRFLOW_STATE)) \
 	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
