@@ -10,7 +10,7 @@ EXTRAS := dev,postgres,airflow
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format typecheck lock bench clean
+.PHONY: help install demo test test-fast lint format typecheck lock bench clean airflow airflow-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,40 @@ install: $(STAMP) ## create .venv and install healthpipe with its pinned depende
 
 demo: $(STAMP) ## simulate a country and run the whole pipeline on the embedded DuckDB warehouse
 	$(VENV)/bin/healthpipe demo
+
+# Airflow on the embedded defaults: SQLite metadata and logs under AIRFLOW_STATE, the DuckDB
+# warehouse and sources of HEALTHPIPE_CONFIG (healthpipe.yml: the demo country), these DAGs.
+AIRFLOW_STATE ?= var/airflow
+AIRFLOW_PORT  ?= 8080
+AIRFLOW_CONFIG = $(abspath $(or $(HEALTHPIPE_CONFIG),healthpipe.yml))
+AIRFLOW_ENV = PATH=$(abspath $(VENV))/bin:$$PATH \
+	AIRFLOW_HOME=$(abspath $(AIRFLOW_STATE)) \
+	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	HEALTHPIPE_CONFIG=$(AIRFLOW_CONFIG) \
+	PYTHONPATH=$(CURDIR)
+
+airflow: $(STAMP) ## run Airflow standalone (SQLite, DuckDB, the demo sources) on :8080
+	@test -n "$(HEALTHPIPE_CONFIG)" || test -d var/demo-country/dhis2 || \
+	  $(VENV)/bin/healthpipe simulate --out var/demo-country --districts 4 --weeks 110
+	@mkdir -p $(AIRFLOW_STATE)
+	@$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > $(AIRFLOW_STATE)/migrate.log
+	@# DuckDB has one writer: every task writing the warehouse takes this pool's one slot.
+	@$(AIRFLOW_ENV) $(VENV)/bin/airflow pools set healthpipe_duckdb 1 \
+	  "tasks writing the DuckDB warehouse (single writer)" > /dev/null
+	@test -f $(AIRFLOW_STATE)/passwords.json || $(PY) -c \
+	  'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' \
+	  > $(AIRFLOW_STATE)/passwords.json
+	@echo "Airflow: http://localhost:$(AIRFLOW_PORT)  user admin, password" \
+	  "$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' $(AIRFLOW_STATE)/passwords.json)"
+	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$(abspath $(AIRFLOW_STATE))/passwords.json \
+	  exec $(VENV)/bin/airflow standalone
+
+airflow-check: $(STAMP) ## start `make airflow` on a small country, trigger a DAG over the REST API, stop
+	$(PY) -m tests.airflow.standalone_check
 
 test: $(STAMP) lint ## lint, type-check and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

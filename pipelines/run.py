@@ -166,20 +166,24 @@ def ingest_source(
     run_id: str,
     full_refresh: bool = False,
     on_page: PageCallback | None = None,
+    cursor_key: str | None = None,
 ) -> SourceSummary:
     """Extract one source page by page; land and validate each page before the next.
 
     The cursor is saved in the same transaction as the page it belongs to, so it is never
-    ahead of committed data; ``full_refresh`` ignores the saved cursor.
+    ahead of committed data; ``full_refresh`` ignores the saved cursor. ``cursor_key`` keeps
+    the cursor under another ``audit.source_state.entity`` than the adapter's: a pull of part
+    of a source (one chunk of a DHIS2 org-unit list) must not move the others' cursor.
     """
     adapter = adapter_for(source.type)
+    cursor_entity = cursor_key or adapter.cursor_entity
     # Patient-level sources stop before reading anything when the key is missing.
     pseudonymiser = (
         Pseudonymiser.from_env(config.pseudonym_key_env, purpose=f"source {source.name}")
         if adapter.patient_level
         else None
     )
-    cursor = None if full_refresh else load_cursor(warehouse, source.name, adapter.cursor_entity)
+    cursor = None if full_refresh else load_cursor(warehouse, source.name, cursor_entity)
     summary = SourceSummary(source=source.name)
     pages = coalesce_pages(_counted(adapter.pages(source, cursor, config), summary), LANDING_BATCH)
     for number, page in enumerate(pages, start=1):
@@ -201,7 +205,7 @@ def ingest_source(
                     extracted_at=now,
                     now=now,
                 )
-                save_cursor(warehouse, source.name, adapter.cursor_entity, page.cursor, run_id)
+                save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin

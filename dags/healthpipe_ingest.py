@@ -1,0 +1,91 @@
+"""
+### healthpipe: ingest one source
+
+One DAG per enabled source in `healthpipe.yml` (`$HEALTHPIPE_CONFIG`), named
+`healthpipe_ingest_<source>`:
+
+1. **plan** splits the pull: the whole source, or chunks of a DHIS2 source's org-unit list
+   (one mapped task each, labelled by the chunk, with its own cursor);
+2. **extract_land_validate** (mapped) reads the source page by page, lands each page into
+   `raw` with its cursor in the same transaction, and validates it with Great Expectations;
+   failing rows go to `audit.quarantine`;
+3. **data_docs** renders the validation results and updates the source's Asset
+   (`healthpipe://warehouse/raw/<source>`), which schedules the transform DAG.
+
+Credentials come from the environment variables the config names or, when unset, from the
+Airflow connection `healthpipe_<source>` (login, password); they are masked in task logs.
+Tasks writing a DuckDB warehouse share the one-slot pool `healthpipe_duckdb`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _wiring import (
+    DEFAULT_INGEST_SCHEDULE,
+    START,
+    config,
+    deadline,
+    default_args,
+    pool,
+    run_id,
+    source_asset,
+    use_source_credentials,
+)
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+from pipelines.config import SourceConfig
+
+
+def ingest_dag(source: SourceConfig) -> None:
+    dag_id = f"healthpipe_ingest_{source.name}"
+
+    @dag(
+        dag_id=dag_id,
+        # Data intervals (not trigger times) so each run knows the period it stands for.
+        schedule=CronDataIntervalTimetable(source.schedule or DEFAULT_INGEST_SCHEDULE, "UTC"),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["healthpipe", "ingest", source.type],
+        doc_md=__doc__,
+        default_args=default_args(source.name),
+        deadline=deadline(dag_id, source.name),
+    )
+    def ingest() -> None:
+        @task
+        def plan() -> list[dict[str, Any]]:
+            from pipelines.orchestration import plan_pulls
+
+            return [dict(pull) for pull in plan_pulls(config().source(source.name))]
+
+        @task(map_index_template="{{ pull_label }}", pool=pool())
+        def extract_land_validate(pull: dict[str, Any]) -> dict[str, int]:
+            from pipelines.orchestration import Pull, ingest_pull
+
+            context = get_current_context()
+            context["pull_label"] = pull["label"]  # type: ignore[typeddict-unknown-key]
+            settings = config()
+            use_source_credentials(settings.source(source.name))
+            return ingest_pull(
+                settings,
+                source.name,
+                Pull(label=pull["label"], org_units=pull["org_units"]),
+                run_id=run_id(context),
+            )
+
+        @task(outlets=[source_asset(source.name)])
+        def data_docs() -> None:
+            from pipelines.run import data_docs as docs_location
+            from pipelines.validate import build_data_docs
+
+            build_data_docs(docs_location(config()))
+
+        extract_land_validate.expand(pull=plan()) >> data_docs()
+
+    ingest()
+
+
+for _source in config().sources:
+    if _source.enabled:
+        ingest_dag(_source)

@@ -1,0 +1,58 @@
+"""
+### healthpipe: build the warehouse
+
+Scheduled on the sources' Assets: whenever a source has landed and validated new data
+(any `healthpipe://warehouse/raw/<source>`), this DAG
+
+1. **publish_indicators** compiles the indicator YAML files for the dbt models;
+2. **dbt_build** runs `dbt build` in-process (dbt's programmatic runner) on the configured
+   warehouse and updates the `healthpipe://warehouse/marts` Asset, which schedules the
+   alerts DAG.
+
+`dbt build` recomputes every model from what raw holds, so a run for any interval (a
+backfill included) leaves the marts as a normal run would. Both tasks write the warehouse and
+take the `healthpipe_duckdb` pool's one slot when the warehouse is DuckDB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _wiring import MARTS, START, config, deadline, default_args, pool, run_id, source_asset
+from airflow.sdk import AssetAny, dag, get_current_context, task
+
+DAG_ID = "healthpipe_transform"
+_assets = [source_asset(s.name) for s in config().sources if s.enabled]
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=AssetAny(*_assets) if _assets else None,
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    tags=["healthpipe", "transform", "dbt"],
+    doc_md=__doc__,
+    default_args=default_args(),
+    deadline=deadline(DAG_ID),
+)
+def healthpipe_transform() -> None:
+    @task(pool=pool())
+    def publish_indicators() -> int:
+        from pipelines.run import open_warehouse, publish_indicator_definitions
+
+        settings = config()
+        with open_warehouse(settings) as warehouse:
+            return publish_indicator_definitions(warehouse, settings)
+
+    @task(pool=pool(), outlets=[MARTS])
+    def dbt_build() -> dict[str, Any]:
+        from pipelines.run import transform
+
+        outcome = transform(config(), run_id=run_id(get_current_context()))
+        return {"nodes_passed": outcome.succeeded, "warnings": len(outcome.warned)}
+
+    publish_indicators() >> dbt_build()
+
+
+healthpipe_transform()
