@@ -1,6 +1,7 @@
 {#- One row per data element UID (the most recently updated version when several DHIS2
     sources publish it), plus the reporting counts of each data set as pseudo data elements
-    "R:<data set>:<metric>" (summed like any count). -#}
+    "R:<data set>:<metric>" (summed like any count) and the data-quality counts of seed
+    data_quality_elements ("DQ_...", summed likewise). -#}
 {%- set reporting_metrics = [('EXPECTED_REPORTS', 'expected reports'), ('ACTUAL_REPORTS', 'actual reports'),
                              ('ACTUAL_REPORTS_ON_TIME', 'reports on time')] -%}
 
@@ -52,6 +53,25 @@ reporting as (
     {% endfor %}
 )
 
+data_quality as (
+
+    select
+        data_element_id,
+        data_element_id as code,
+        name,
+        name as short_name,
+        'INTEGER_ZERO_OR_POSITIVE' as value_type,
+        'SUM' as aggregation_type,
+        'AGGREGATE' as domain_type,
+        'bjDvmb4bfuf' as category_combo_id,
+        true as is_derived,
+        'data_quality' as source_name
+    from {{ ref('data_quality_elements') }}
+
+)
+
 select * from data_elements
 union all
 select * from reporting
+union all
+select * from data_quality
