@@ -51,7 +51,7 @@ reporting as (
     from {{ ref('int_data_sets') }}
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
-)
+),
 
 data_quality as (
 
