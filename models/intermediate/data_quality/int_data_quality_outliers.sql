@@ -15,8 +15,6 @@
     A series whose SD (or MAD and mean deviation) is 0 flags nothing: every value is equal. -#}
 {{ config(materialized='table') }}
 
-{%- set series_key = ['source', 'data_element_id', 'category_option_combo_id',
-                      'attribute_option_combo_id', 'org_unit_id', 'period_type'] -%}
 
 with data_values as (
 
@@ -27,13 +25,13 @@ with data_values as (
 series as (
 
     select
-        {{ series_key | join(', ') }},
+        series_id,
         count(*) as series_values,
         avg(value) as series_mean,
         stddev_pop(value) as series_sd,
         percentile_cont(0.5) within group (order by value) as series_median
     from data_values
-    group by {{ series_key | join(', ') }}
+    group by series_id
 
 ),
 
@@ -47,54 +45,44 @@ deviations as (
         s.series_median,
         abs(v.value - s.series_median) as deviation_from_median
     from data_values as v
-    join series as s
-        {%- for column in series_key %}
-        {{ 'on' if loop.first else 'and' }} s.{{ column }} = v.{{ column }}
-        {%- endfor %}
+    join series as s on s.series_id = v.series_id
 
 ),
 
 spread as (
 
     select
-        {{ series_key | join(', ') }},
+        series_id,
         percentile_cont(0.5) within group (order by deviation_from_median) as series_mad,
         avg(deviation_from_median) as series_mean_deviation
     from deviations
-    group by {{ series_key | join(', ') }}
+    group by series_id
 
 ),
 
 seasonal as (
 
     select
-        {%- for column in series_key %}
-        v.{{ column }},
-        {%- endfor %}
+        v.series_id,
         v.period_id,
         count(*) as seasonal_values,
         avg(history.value) as seasonal_mean,
         stddev_pop(history.value) as seasonal_sd
     from data_values as v
     join data_values as history
-        {%- for column in series_key %}
-        {{ 'on' if loop.first else 'and' }} history.{{ column }} = v.{{ column }}
-        {%- endfor %}
+        on history.series_id = v.series_id
         and history.period_year < v.period_year
         and history.period_year >= v.period_year - {{ var('healthpipe_dq_seasonal_years') }}
         and abs(history.period_of_year - v.period_of_year) <= {{ var('healthpipe_dq_seasonal_window') }}
     where v.period_of_year is not null
-    group by
-        {%- for column in series_key %}
-        v.{{ column }},
-        {%- endfor %}
-        v.period_id
+    group by v.series_id, v.period_id
 
 ),
 
 scored as (
 
     select
+        d.series_id,
         d.source,
         d.data_element_id,
         d.category_option_combo_id,
@@ -122,14 +110,9 @@ scored as (
         se.seasonal_mean,
         se.seasonal_sd
     from deviations as d
-    join spread as sp
-        {%- for column in series_key %}
-        {{ 'on' if loop.first else 'and' }} sp.{{ column }} = d.{{ column }}
-        {%- endfor %}
+    join spread as sp on sp.series_id = d.series_id
     left join seasonal as se
-        {%- for column in series_key %}
-        {{ 'on' if loop.first else 'and' }} se.{{ column }} = d.{{ column }}
-        {%- endfor %}
+        on se.series_id = d.series_id
         and se.period_id = d.period_id
 
 ),

@@ -2,7 +2,11 @@
     and pseudo data elements are not screened: they are computed from these), with what the
     checks need: the period's type, its year (the Yearly period it rolls into, so a week
     straddling New Year belongs to the year holding its fourth day) and its number within the
-    year (week or month) for seasonal comparison; null for other period types. -#}
+    year (week or month) for seasonal comparison; null for other period types.
+    A table, with one series_id per series (source, data element, category and attribute
+    option combo, org unit, period type): the checks join the values to themselves, and
+    PostgreSQL plans such joins well only over a stored table and one equality key. -#}
+{{ config(materialized='table') }}
 with data_values as (
 
     select
@@ -19,6 +23,8 @@ with data_values as (
 )
 
 select
+    md5(concat_ws('|', v.source, v.data_element_id, v.category_option_combo_id,
+        v.attribute_option_combo_id, v.org_unit_id, p.period_type)) as series_id,
     v.source,
     v.data_element_id,
     v.category_option_combo_id,
