@@ -323,7 +323,11 @@ def check_freshness(
     now = utc_now()
     with Warehouse.open(config.warehouse) as warehouse:
         for result in results:
-            age = "never loaded" if result.age_seconds is None else f"{result.age_seconds / 3600:.1f} h"
+            age = (
+                "never loaded"
+                if result.age_seconds is None
+                else f"{result.age_seconds / 3600:.1f} h"
+            )
             level = logging.INFO if result.status == "pass" else logging.WARNING
             log.log(level, "freshness of %s: %s (newest extraction %s, age %s)",
                     result.table, result.status, result.max_loaded_at, age)  # fmt: skip
