@@ -8,8 +8,11 @@ command calls:
    overridden by `$HEALTHPIPE_WAREHOUSE`);
 2. **ingest** (one mapped task per source): extract, land into `raw`, validate with Great
    Expectations, quarantine failing rows; the source's cursor advances with each committed page;
-3. **publish_indicators** compiles the indicator YAML files for the dbt models;
-4. **transform** runs `dbt build` and updates the `indicator_values` Asset.
+3. **source_freshness** runs `dbt source freshness` on the raw tables of the configured
+   source types and records each table's status in `audit.validation_results` (a stale
+   source warns; the run goes on);
+4. **publish_indicators** compiles the indicator YAML files for the dbt models;
+5. **transform** runs `dbt build` and updates the `indicator_values` Asset.
 
 Ingest tasks run one at a time because the embedded DuckDB warehouse has a single writer.
 """
@@ -72,6 +75,17 @@ def healthpipe_slice() -> None:
         with open_warehouse(config) as warehouse:
             return publish_indicator_definitions(warehouse, config)
 
+    @task
+    def source_freshness() -> dict[str, str]:
+        from pipelines.config import load_config
+        from pipelines.run import check_freshness
+
+        context = get_current_context()
+        config = load_config()
+        types = sorted({source.type for source in config.sources if source.enabled})
+        results = check_freshness(config, run_id=str(context["run_id"]), source_types=types)
+        return {result.table: result.status for result in results}
+
     @task(outlets=[INDICATOR_VALUES])
     def transform() -> dict[str, Any]:
         from pipelines.config import load_config
@@ -82,7 +96,7 @@ def healthpipe_slice() -> None:
         return {"nodes_passed": outcome.succeeded, "warnings": len(outcome.warned)}
 
     ingested = ingest.expand(source_name=list_sources())
-    ingested >> publish_indicators() >> transform()
+    ingested >> source_freshness() >> publish_indicators() >> transform()
 
 
 healthpipe_slice()

@@ -68,6 +68,7 @@ def test_dags_import_without_errors_and_parse_fast(
     assert set(report["dags"]["healthpipe_slice"]["tasks"]) == {
         "list_sources",
         "ingest",
+        "source_freshness",
         "publish_indicators",
         "transform",
     }
