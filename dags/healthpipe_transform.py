@@ -4,8 +4,10 @@
 Scheduled on the sources' Assets: whenever a source has landed and validated new data
 (any `healthpipe://warehouse/raw/<source>`), this DAG
 
-1. **publish_indicators** compiles the indicator YAML files for the dbt models;
-2. **dbt_build** runs `dbt build` in-process (dbt's programmatic runner) on the configured
+1. **source_freshness** runs `dbt source freshness` on the raw tables (a stale source warns
+   and is recorded in `audit.validation_results`; it does not stop the build);
+2. **publish_indicators** compiles the indicator YAML files for the dbt models;
+3. **dbt_build** runs `dbt build` in-process (dbt's programmatic runner) on the configured
    warehouse and updates the `healthpipe://warehouse/marts` Asset, which schedules the
    alerts DAG.
 
@@ -38,6 +40,18 @@ _assets = [source_asset(s.name) for s in config().sources if s.enabled]
 )
 def healthpipe_transform() -> None:
     @task(pool=pool())
+    def source_freshness() -> dict[str, int]:
+        from pipelines.run import check_freshness
+
+        settings = config()
+        results = check_freshness(
+            settings,
+            run_id=run_id(get_current_context()),
+            source_types=sorted({s.type for s in settings.sources if s.enabled}),
+        )
+        return {"tables": len(results), "stale": sum(r.status != "pass" for r in results)}
+
+    @task(pool=pool())
     def publish_indicators() -> int:
         from pipelines.run import open_warehouse, publish_indicator_definitions
 
@@ -52,7 +66,7 @@ def healthpipe_transform() -> None:
         outcome = transform(config(), run_id=run_id(get_current_context()))
         return {"nodes_passed": outcome.succeeded, "warnings": len(outcome.warned)}
 
-    publish_indicators() >> dbt_build()
+    source_freshness() >> publish_indicators() >> dbt_build()
 
 
 healthpipe_transform()

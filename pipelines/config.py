@@ -160,6 +160,8 @@ class HealthpipeConfig(BaseModel):
     """A YAML file of alert rules replacing the built-in IDSR rules (pipelines/alerts/rules.yml)."""
     state_dir: Path = Path("var")
     """Where run-time state goes: dbt's target and logs, Data Docs, the demo's data."""
+    small_cell_threshold: int = Field(default=5, ge=1)
+    """The public layer (marts.pub_*) masks counts from 1 to this minus 1; 1 masks nothing."""
 
     # Set by the loader, not by the file.
     config_path: Path | None = Field(default=None, exclude=True)

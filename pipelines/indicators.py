@@ -18,6 +18,7 @@ NULL. The compiled rows go to ``raw.healthpipe__indicators`` and
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -36,7 +37,7 @@ from pipelines.derived import (
     publish_derived,
 )
 from pipelines.errors import IndicatorDefinitionError
-from pipelines.paths import INDICATORS_DIR
+from pipelines.paths import DBT_PROJECT_DIR, INDICATORS_DIR
 from pipelines.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -495,7 +496,20 @@ def known_data_elements(
     known |= {
         reporting_operand(row[0], m).data_element_id for row in data_sets for m in REPORTING_COUNTS
     }
+    if known:
+        # The data-quality models count checks on whatever data values the warehouse holds.
+        known |= data_quality_elements()
     return known
+
+
+DATA_QUALITY_ELEMENTS_SEED = DBT_PROJECT_DIR / "seeds" / "data_quality_elements.csv"
+
+
+def data_quality_elements() -> set[str]:
+    """The pseudo data elements ("DQ_...") through which the dbt data-quality models feed
+    indicators; the seed is the one list both dbt and the compiler read."""
+    with DATA_QUALITY_ELEMENTS_SEED.open(newline="", encoding="utf-8") as handle:
+        return {row["data_element_id"] for row in csv.DictReader(handle)}
 
 
 def publish_indicators(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
 from pipelines.sources.base import SourceAdapter
-from pipelines.transform import DbtOutcome, run_dbt
+from pipelines.transform import DbtOutcome, FreshnessResult, run_dbt, source_freshness
 from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
 
@@ -92,6 +93,7 @@ class RunSummary:
     sources: list[SourceSummary] = field(default_factory=list)
     dbt: DbtOutcome | None = None
     alerts: AlertRun | None = None
+    freshness: list[FreshnessResult] = field(default_factory=list)
 
 
 def data_docs(config: HealthpipeConfig) -> DataDocs:
@@ -327,6 +329,48 @@ def publish_indicator_definitions(warehouse: Warehouse, config: HealthpipeConfig
     return sum(1 for i in indicators if i.is_computable)
 
 
+def check_freshness(
+    config: HealthpipeConfig, *, run_id: str, source_types: Sequence[str]
+) -> list[FreshnessResult]:
+    """``dbt source freshness`` on the raw tables of the given source types, after ingest.
+    Each table's outcome is a row of ``audit.validation_results`` (suite ``freshness``) and a
+    log line; a stale source warns, it does not stop the run."""
+    warehouse = open_warehouse(config)
+    try:
+        dbt_env = warehouse.dbt_env()
+    finally:
+        warehouse.close()
+    results = source_freshness(source_types, dbt_env=dbt_env, state_dir=config.state_dir)
+    now = utc_now()
+    with Warehouse.open(config.warehouse) as warehouse:
+        for result in results:
+            age = (
+                "never loaded"
+                if result.age_seconds is None
+                else f"{result.age_seconds / 3600:.1f} h"
+            )
+            level = logging.INFO if result.status == "pass" else logging.WARNING
+            log.log(level, "freshness of %s: %s (newest extraction %s, age %s)",
+                    result.table, result.status, result.max_loaded_at, age)  # fmt: skip
+            warehouse.execute(
+                "insert into audit.validation_results (run_id, batch_id, source_name, raw_table, "
+                "suite, expectation, rule, column_name, severity, success, element_count, "
+                "unexpected_count, unexpected_percent, validated_at) values ($run, $run, $source, "
+                "$table, 'freshness', 'dbt_source_freshness', $rule, 'extracted_at', $severity, "
+                "$success, null, null, null, $now)",
+                {
+                    "run": run_id,
+                    "source": result.source,
+                    "table": result.table,
+                    "rule": f"source_freshness: {result.status}, age {age}",
+                    "severity": "error" if result.status != "warn" else "warning",
+                    "success": result.status == "pass",
+                    "now": now,
+                },
+            )
+    return results
+
+
 def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> DbtOutcome:
     """``dbt build`` on the configured warehouse, recorded in ``audit.pipeline_runs``.
 
@@ -340,7 +384,14 @@ def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> D
         warehouse.close()
     status = "failed"
     try:
-        outcome = run_dbt(["build"], dbt_env=dbt_env, state_dir=config.state_dir, quiet=quiet)
+        # The public layer's small-cell threshold comes from healthpipe.yml.
+        variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
+        outcome = run_dbt(
+            ["build", "--vars", variables],
+            dbt_env=dbt_env,
+            state_dir=config.state_dir,
+            quiet=quiet,
+        )
         step.rows_out = outcome.succeeded
         status = "success"
         return outcome
@@ -398,6 +449,9 @@ def run_pipeline(
                 step.message = "skipped: nothing dbt reads changed since the last build"
     if any(source.pages for source in summary.sources):
         build_data_docs(data_docs(config))
+    summary.freshness = check_freshness(
+        config, run_id=summary.run_id, source_types=[source.type for source in sources]
+    )
     if not unchanged:
         summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
         with open_warehouse(config) as warehouse:

@@ -1,4 +1,5 @@
-"""Running the dbt project (``dbt build``) against the configured warehouse.
+"""Running the dbt project (``dbt build``, ``dbt source freshness``) against the configured
+warehouse.
 
 dbt runs in-process through its programmatic runner, so dbt's start-up is paid once per
 run, not per model. ``profiles.yml`` reads the warehouse from environment variables that
@@ -12,6 +13,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+@dataclass(frozen=True)
+class FreshnessResult:
+    """One raw table's ``dbt source freshness`` outcome."""
+
+    source: str  # the dbt source: the source type (dhis2, fhir ...)
+    table: str  # the raw table, schema-qualified
+    status: str  # pass | warn | error | runtime error
+    max_loaded_at: datetime | None
+    age_seconds: float | None
+    message: str = ""
+
+
 def run_dbt(
     args: Sequence[str],
     *,
@@ -56,6 +70,70 @@ def run_dbt(
     Target and log folders live under ``state_dir/dbt/<target>`` so runs against different
     warehouses never share dbt's partial-parse state.
     """
+    result, target, work = _invoke(args, dbt_env=dbt_env, state_dir=state_dir, quiet=quiet)
+    outcome = DbtOutcome(command=" ".join(args))
+    for node in _node_results(result.result):
+        status = str(getattr(node, "status", "")).lower()
+        name = getattr(getattr(node, "node", None), "unique_id", "?")
+        if status in ("success", "pass"):
+            outcome.succeeded += 1
+        elif status == "warn":
+            outcome.warned.append(name)
+        elif status == "skipped":
+            outcome.skipped += 1
+        else:
+            message = (getattr(node, "message", "") or "").strip().splitlines()
+            outcome.failed.append(f"{name}: {message[0] if message else status}")
+    if not result.success or outcome.failed:
+        first = outcome.failed[0] if outcome.failed else _first_line(result.exception)
+        more = f" (and {len(outcome.failed) - 1} more)" if len(outcome.failed) > 1 else ""
+        raise TransformError(
+            f"dbt {' '.join(args)} failed on {target}: {first}{more}; "
+            f"full log: {work / 'logs' / 'dbt.log'}"
+        )
+    return outcome
+
+
+def source_freshness(
+    sources: Sequence[str], *, dbt_env: Mapping[str, str], state_dir: Path
+) -> list[FreshnessResult]:
+    """``dbt source freshness`` on the raw tables of the given dbt sources (source types).
+
+    A stale table is a finding, not a failure of the run: every table's status comes back
+    (``warn`` or ``error`` past the thresholds in the sources' YAML). Only a dbt that cannot
+    run at all (the project does not parse, the warehouse is unreachable) raises.
+    """
+    if not sources:
+        return []
+    select = ["--select", *(f"source:{name}" for name in sorted(set(sources)))]
+    result, target, work = _invoke(
+        ["source", "freshness", *select], dbt_env=dbt_env, state_dir=state_dir, quiet=True
+    )
+    if result.exception is not None:
+        raise TransformError(
+            f"dbt source freshness failed on {target}: {_first_line(result.exception)}; "
+            f"full log: {work / 'logs' / 'dbt.log'}"
+        )
+    results = []
+    for node_result in _node_results(result.result):
+        node = getattr(node_result, "node", None)
+        age = getattr(node_result, "age", None)
+        results.append(
+            FreshnessResult(
+                source=str(getattr(node, "source_name", "?")),
+                table=f"{getattr(node, 'schema', '?')}.{getattr(node, 'identifier', '?')}",
+                status=str(getattr(node_result, "status", "")).lower(),
+                max_loaded_at=getattr(node_result, "max_loaded_at", None),
+                age_seconds=float(age) if age is not None else None,
+                message=(getattr(node_result, "message", "") or "").strip(),
+            )
+        )
+    return results
+
+
+def _invoke(
+    args: Sequence[str], *, dbt_env: Mapping[str, str], state_dir: Path, quiet: bool
+) -> tuple[Any, str, Path]:
     from dbt.cli.main import dbtRunner
 
     target = dbt_env.get("HEALTHPIPE_DBT_TARGET", "duckdb")
@@ -81,27 +159,7 @@ def run_dbt(
             result = dbtRunner().invoke(command)
         finally:
             _release_duckdb(target)
-    outcome = DbtOutcome(command=" ".join(args))
-    for node in _node_results(result.result):
-        status = str(getattr(node, "status", "")).lower()
-        name = getattr(getattr(node, "node", None), "unique_id", "?")
-        if status in ("success", "pass"):
-            outcome.succeeded += 1
-        elif status == "warn":
-            outcome.warned.append(name)
-        elif status == "skipped":
-            outcome.skipped += 1
-        else:
-            message = (getattr(node, "message", "") or "").strip().splitlines()
-            outcome.failed.append(f"{name}: {message[0] if message else status}")
-    if not result.success or outcome.failed:
-        first = outcome.failed[0] if outcome.failed else _first_line(result.exception)
-        more = f" (and {len(outcome.failed) - 1} more)" if len(outcome.failed) > 1 else ""
-        raise TransformError(
-            f"dbt {' '.join(args)} failed on {target}: {first}{more}; "
-            f"full log: {work / 'logs' / 'dbt.log'}"
-        )
-    return outcome
+    return result, target, work
 
 
 def _release_duckdb(target: str) -> None:

@@ -1,7 +1,8 @@
 {#- One row per data element UID (the most recently updated version when several DHIS2
     sources publish it), plus the reporting counts of each data set as pseudo data elements
-    "R:<data set>:<metric>" (summed like any count), and the derived data elements defined in
-    the indicator YAML files (source_name: the record source they count). -#}
+    "R:<data set>:<metric>" (summed like any count), the derived data elements defined in
+    the indicator YAML files (source_name: the record source they count), and the
+    data-quality counts of seed data_quality_elements ("DQ_...", summed likewise). -#}
 {%- set reporting_metrics = [('EXPECTED_REPORTS', 'expected reports'), ('ACTUAL_REPORTS', 'actual reports'),
                              ('ACTUAL_REPORTS_ON_TIME', 'reports on time')] -%}
 
@@ -68,6 +69,23 @@ derived as (
         source_model as source_name
     from {{ ref('stg_healthpipe__derived_data_elements') }}
 
+),
+
+data_quality as (
+
+    select
+        data_element_id,
+        data_element_id as code,
+        name,
+        name as short_name,
+        'INTEGER_ZERO_OR_POSITIVE' as value_type,
+        'SUM' as aggregation_type,
+        'AGGREGATE' as domain_type,
+        'bjDvmb4bfuf' as category_combo_id,
+        true as is_derived,
+        'data_quality' as source_name
+    from {{ ref('data_quality_elements') }}
+
 )
 
 select * from data_elements
@@ -75,3 +93,5 @@ union all
 select * from reporting
 union all
 select * from derived
+union all
+select * from data_quality

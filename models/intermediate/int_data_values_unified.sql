@@ -1,7 +1,9 @@
 {#- Every data value the indicators read, with its period's type and dates: DHIS2 values as
     they come, and the reporting counts of int_reporting_facts as pseudo data elements
-    "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands), and the values of derived
-    data elements (int_derived_data_values) with their record source as `source`. -#}
+    "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands), the values of derived
+    data elements (int_derived_data_values) with their record source as `source`, and the
+    data-quality counts of int_data_quality_facts as pseudo data elements "DQ_..." (seed
+    data_quality_elements). -#}
 {%- set reporting_metrics = ['expected_reports', 'actual_reports', 'actual_reports_on_time'] -%}
 
 with dhis2_values as (
@@ -66,6 +68,26 @@ derived_values as (
 
 ),
 
+data_quality_counts as (
+
+    select
+        q.data_element_id,
+        q.category_option_combo_id,
+        q.attribute_option_combo_id,
+        q.org_unit_id,
+        q.period_id,
+        q.value,
+        cast(q.value as varchar) as value_text,
+        'data_quality' as source,
+        cast(null as varchar) as data_set_id,
+        false as is_followup,
+        true as is_derived,
+        cast(null as timestamp) as source_updated_at,
+        cast(null as timestamp) as landed_at
+    from {{ ref('int_data_quality_facts') }} as q
+
+),
+
 all_values as (
 
     select * from dhis2_values
@@ -73,6 +95,8 @@ all_values as (
     select * from reporting_counts
     union all
     select * from derived_values
+    union all
+    select * from data_quality_counts
 
 )
 
