@@ -1,11 +1,20 @@
-"""Measure the pipeline stage by stage on a simulated country and record the medians.
+"""The benchmark harness: a simulated country at a scale, served over HTTP by the sandbox, the
+real pipeline measured stage by stage next to the references its goals are ratios of.
 
-Each run starts from an empty DuckDB warehouse: simulate, then extract + land + validate,
-publish indicators, dbt build. Stage times come from ``audit.pipeline_runs`` (what the pipeline
-itself records), peak memory from the process's own accounting (``ru_maxrss``). Results go to
-``benchmarks/results/<scale>-<timestamp>.json`` and the table in ``benchmarks/RESULTS.md``.
+For each run (three by default; medians are reported):
+  extract (DHIS2 JSON, DHIS2 CSV) -> the whole pipeline, full refresh, into an empty DuckDB
+  warehouse (land, validate, transform = dbt build, alerts, each timed by audit.pipeline_runs)
+  -> the limits on the same rows (one hand-written DuckDB aggregation, one hand-written
+  validation query, DuckDB's read_csv on the CSV export) -> an incremental run with no change
+  and one with 1% of the values changed -> the peers (dlt, requests + pandas) loading the same
+  data values into DuckDB.
+Once per scale (S and M): the same dbt models on PostgreSQL, the extraction of the other
+source types (FHIR, ODK, HL7), and Farrington flexible over many series.
 
-Usage: ``python -m benchmarks.run [--scale S] [--runs 3]``
+Every stage runs in its own process (:mod:`benchmarks.stages`) so its peak memory is its own.
+Results: ``benchmarks/results/<scale>-<time>.json`` and the tables in ``benchmarks/RESULTS.md``.
+
+Usage: ``python -m benchmarks.run --scale S [--runs 3]`` (``make bench SCALE=S``).
 """
 
 from __future__ import annotations
@@ -14,212 +23,349 @@ import argparse
 import json
 import os
 import platform
-import resource
+import shutil
+import socket
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import parse_config
-from pipelines.run import run_pipeline
-from pipelines.simulate import build_country, simulate
-from pipelines.warehouse import Warehouse
-
 HERE = Path(__file__).resolve().parent
-# Scale -> country shape (districts, regions, facilities per district as a range).
-SCALES: dict[str, tuple[int, int, tuple[int, int]]] = {
-    "S": (4, 2, (3, 3)),
-    "S2": (20, 4, (10, 20)),
+ROOT = HERE.parent
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    districts: int
+    regions: int
+    facilities: tuple[int, int]
+    sources: tuple[str, ...]
+    postgres: bool
+    """Also run the dbt models on PostgreSQL (costly at large scales)."""
+
+
+# About 14,000 DHIS2 values per district of 10-20 facilities over three years.
+SCALES: dict[str, Scale] = {
+    "S": Scale("S", 4, 2, (3, 3), ("dhis2", "fhir", "hl7", "community"), True),
+    "M": Scale("M", 72, 6, (10, 20), ("dhis2", "fhir", "hl7", "community"), True),
+    "L": Scale("L", 720, 12, (10, 20), ("dhis2",), False),
+    "XL": Scale("XL", 3600, 24, (10, 20), ("dhis2",), False),
 }
+CHANGED_SHARE = 0.01
 
 
 def machine() -> dict[str, Any]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    versions = {}
+    for name in ("duckdb", "dbt-core", "dbt-duckdb", "dbt-postgres", "great-expectations",
+                 "pandas", "dlt"):  # fmt: skip
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(memory / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {
-            name: metadata.version(name)
-            for name in ("duckdb", "dbt-core", "dbt-duckdb", "great-expectations", "pandas")
-        },
+        "versions": versions,
     }
 
 
-def one_run(scale: str, workdir: Path) -> dict[str, Any]:
-    districts, regions, facilities = SCALES[scale]
-    started = time.perf_counter()
-    country = build_country(
-        7, districts=districts, regions=regions, facilities_per_district=facilities
-    )
-    simulated = simulate(workdir, country=country, sources=["dhis2"])
-    simulate_seconds = time.perf_counter() - started
-    config = parse_config(
-        {
-            "warehouse": "duckdb:///warehouse.duckdb",
-            "state_dir": ".",
-            "sources": [{"name": "bench", "type": "dhis2", "path": str(workdir / "dhis2")}],
-        },
-        origin="benchmark",
-        base_dir=workdir,
-        env={},
-    )
-    started = time.perf_counter()
-    summary = run_pipeline(config)
-    total = time.perf_counter() - started
-    with Warehouse.open(config.warehouse) as warehouse:
-        stages = dict(
-            warehouse.fetchall(
-                "select step, sum(epoch(finished_at) - epoch(started_at)) from audit.pipeline_runs "
-                "where run_id = $run group by step",
-                {"run": summary.run_id},
+# --- the country and its server -----------------------------------------------------------
+
+
+def country_dir(scale: Scale, cache: Path) -> Path:
+    """The simulated country of a scale, written once and kept (L takes minutes to write)."""
+    from pipelines.simulate import build_country, simulate
+
+    folder = cache / f"{scale.name}-country"
+    marker = folder / ".complete"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"simulating scale {scale.name} ({scale.districts} districts) ...", flush=True)
+        country = build_country(
+            7, districts=scale.districts, regions=scale.regions,
+            facilities_per_district=scale.facilities,
+        )  # fmt: skip
+        simulate(folder, country=country, sources=list(scale.sources))
+        write_changed_values(folder)
+        marker.write_text(datetime.now(UTC).isoformat(), encoding="utf-8")
+    return folder
+
+
+def write_changed_values(folder: Path) -> None:
+    """Replace the simulator's increments with one that changes 1% of the DHIS2 values (a new
+    value and a later lastUpdated), for the incremental benchmark."""
+    import random
+
+    increments = folder / "increments"
+    shutil.rmtree(increments, ignore_errors=True)
+    target = increments / "1" / "dhis2" / "dataValueSets"
+    target.mkdir(parents=True)
+    draw = random.Random(7)
+    files = sorted((folder / "dhis2" / "dataValueSets").glob("*.json"))
+
+    def load(path: Path) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return document
+
+    # every change is newer than anything in the base, so an incremental pull sees all of them;
+    # two passes over the files, one in memory at a time (L holds gigabytes)
+    changed_at = later(
+        max(
+            max(
+                (str(v.get("lastUpdated", "")) for v in load(path).get("dataValues", [])),
+                default="",
             )
+            for path in files
         )
-        indicator_rows = warehouse.row_count("marts.indicator_values")
-    values = sum(c.received for s in summary.sources for c in s.entities.values())
-    data_values = sum(
-        count for what, count in simulated.counts["dhis2"].items() if what.startswith("data_values")
     )
-    return {
-        "simulate_s": simulate_seconds,
-        "total_s": total,
-        "stages_s": {k: float(v) for k, v in stages.items()},
-        "records": values,
-        "data_values": data_values,
-        "indicator_values_rows": indicator_rows,
-    }
-
-
-def median_of(runs: list[dict[str, Any]], *path: str) -> float:
-    values = []
-    for run in runs:
-        value: Any = run
-        for key in path:
-            value = value[key]
-        values.append(float(value))
-    return statistics.median(values)
-
-
-def latest_results() -> list[dict[str, Any]]:
-    """The most recent result file of each scale."""
-    latest: dict[str, dict[str, Any]] = {}
-    for path in sorted((HERE / "results").glob("*.json")):
-        result = json.loads(path.read_text(encoding="utf-8"))
-        if "scale" in result:  # pipeline runs, not the simulator's
-            latest[result["scale"]] = result  # file names sort by time within a scale
-    return [latest[scale] for scale in SCALES if scale in latest]
-
-
-def results_section(result: dict[str, Any]) -> list[str]:
-    medians = result["medians"]
-    records = medians["records"]
-    lines = [
-        f"## Scale {result['scale']}",
-        "",
-        f"{result['runs']} runs, medians; {result['machine']['cores']} cores, "
-        f"{result['machine']['memory_gib']} GiB; recorded {result['recorded_at']}; "
-        f"peak memory (max RSS) {result['peak_rss_mib']:.0f} MiB.",
-        "",
-        "| stage | median seconds | rows | rows per second |",
-        "|---|---:|---:|---:|",
-    ]
-    for stage in ("land", "validate", "indicators", "transform"):
-        seconds = medians["stages_s"].get(stage)
-        if seconds is None:
-            continue
-        rows = records if stage in ("land", "validate") else medians["indicator_values_rows"]
-        rate = f"{rows / seconds:,.0f}" if seconds else "-"
-        lines.append(f"| {stage} | {seconds:.2f} | {rows:,.0f} | {rate} |")
-    total = medians["total_s"]
-    lines += [f"| whole pipeline | {total:.2f} | {records:,.0f} | {records / total:,.0f} |", ""]
-    return lines
-
-
-def write_results_table() -> None:
-    lines = [
-        "# Benchmark results",
-        "",
-        "Written by `make bench` (`python -m benchmarks.run`); raw figures in `results/`.",
-        "Rows: records landed and validated for land/validate, `indicator_values` rows for",
-        "indicators/transform. At these scales fixed costs dominate (dbt's start-up and model",
-        "compilation, Great Expectations' context), not the rows; the national-scale goals need",
-        "the larger scales that come with the performance issue.",
-        "",
-    ]
-    for result in latest_results():
-        lines += results_section(result)
-    lines += simulator_section()
-    (HERE / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
-
-
-def simulator_section() -> list[str]:
-    """The simulator at national scale (``python -m benchmarks.simulate_scale``)."""
-    runs = [
-        json.loads(path.read_text(encoding="utf-8"))
-        for path in sorted((HERE / "results").glob("simulate-*.json"))
-    ]
-    if not runs:
-        return []
-    lines = [
-        "## Simulator at national scale",
-        "",
-        "`python -m benchmarks.simulate_scale --districts N`: DHIS2 payloads (JSON and CSV)",
-        "streamed to disk district by district; one run each (it takes minutes).",
-        "",
-        "| districts | facilities | data values | seconds | values/s | written | peak memory | recorded |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for run in runs:
-        lines.append(
-            f"| {run['districts']:,} | {run['facilities']:,} | {run['data_values']:,} "
-            f"| {run['seconds']:.0f} | {run['values_per_second']:,} "
-            f"| {run['bytes_written'] / 2**30:.1f} GiB | {run['peak_rss_mib']} MiB "
-            f"| {run['recorded_at']} |"
+    for path in files:
+        document = load(path)
+        changed = []
+        for value in document.get("dataValues", []):
+            if draw.random() < CHANGED_SHARE:
+                number = int(float(value["value"])) if value.get("value") else 0
+                changed.append({**value, "value": str(number + 1), "lastUpdated": changed_at})
+        (target / path.name).write_text(
+            json.dumps({"dataSet": document.get("dataSet"), "dataValues": changed}),
+            encoding="utf-8",
         )
-    lines += [
-        "",
-        "Memory stays flat as the country grows (values are written as they are drawn). The",
-        "2026-11-27 run shared the 2 cores with other work, so its time is an upper bound.",
-        "",
-    ]
-    return lines
+
+
+def later(stamp: str) -> str:
+    """A day after a DHIS2 timestamp (the changes happen after everything in the base)."""
+    from datetime import timedelta
+
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (moment + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def sandbox(folder: Path) -> Iterator[str]:
+    """``healthpipe sandbox`` in its own process (its memory is not the pipeline's)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "sandbox", "--data", str(folder),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    error = process.stderr.read().decode() if process.stderr else ""
+                    raise RuntimeError(f"the sandbox did not start: {error[-2000:]}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def set_increment(base: str, number: int) -> None:
+    request = urllib.request.Request(f"{base}/_sandbox/increments/{number}", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+
+
+def run_stage(name: str, **args: Any) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.stages", name, json.dumps(args, default=str)],
+        capture_output=True, text=True, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        raise RuntimeError(f"stage {name} failed:\n{completed.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0
+    print(
+        f"  {name:<22} {result['seconds']:8.2f} s  {result['rows']:>12,} rows  "
+        f"{rate:>12,.0f}/s  peak {result['peak_rss_mib']:,.0f} MiB",
+        flush=True,
+    )
+    return result
+
+
+# --- one run ------------------------------------------------------------------------------
+
+
+def one_run(scale: Scale, folder: Path, base: str, workdir: Path) -> dict[str, Any]:
+    common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
+    warehouse_path = workdir / "warehouse.duckdb"
+    warehouse = f"duckdb:///{warehouse_path}"
+    stages: dict[str, dict[str, Any]] = {}
+    set_increment(base, 0)
+    stages["extract_json"] = run_stage("extract", **common, format="json")
+    stages["extract_csv"] = run_stage("extract", **common, format="csv")
+    stages["full_refresh"] = run_stage("pipeline", **common, warehouse=warehouse, full_refresh=True)
+    stages["limit_aggregate"] = run_stage("limit_aggregate", duckdb_path=str(warehouse_path))
+    stages["limit_validate"] = run_stage("limit_validate", duckdb_path=str(warehouse_path))
+    stages["limit_read_csv"] = run_stage(
+        "limit_read_csv", csv_dir=str(folder / "dhis2_csv" / "dataValueSets")
+    )
+    stages["incremental_no_change"] = run_stage("pipeline", **common, warehouse=warehouse)
+    set_increment(base, 1)
+    stages["incremental_1pct"] = run_stage("pipeline", **common, warehouse=warehouse)
+    set_increment(base, 0)
+    stages["peer_pandas"] = run_stage(
+        "peer_pandas", **common, duckdb_path=str(workdir / "peer_pandas.duckdb")
+    )
+    stages["peer_dlt"] = run_stage(
+        "peer_dlt", **common, duckdb_path=str(workdir / "peer_dlt.duckdb")
+    )
+    return stages
+
+
+def once_per_scale(scale: Scale, folder: Path, base: str, workdir: Path) -> dict[str, Any]:
+    common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
+    stages: dict[str, dict[str, Any]] = {}
+    if "fhir" in scale.sources:
+        stages["extract_fhir"] = run_stage(
+            "extract_source", **common, source={"name": "emr", "type": "fhir",
+                                                "base_url": f"{base}/fhir/emr"},
+        )  # fmt: skip
+    if "hl7" in scale.sources:
+        stages["extract_hl7"] = run_stage(
+            "extract_source", **common, source={"name": "lab", "type": "hl7v2",
+                                                "path": str(folder / "hl7")},
+        )  # fmt: skip
+    if "community" in scale.sources:
+        os.environ.setdefault("BENCH_ODK_USER", "sandbox@healthpipe.example")
+        os.environ.setdefault("BENCH_ODK_PASSWORD", "sandbox-password")
+        stages["extract_odk"] = run_stage(
+            "extract_source", **common, source={
+                "name": "chw", "type": "odk", "base_url": f"{base}/odk", "project_id": 1,
+                "username_env": "BENCH_ODK_USER", "password_env": "BENCH_ODK_PASSWORD"},
+        )  # fmt: skip
+    if scale.postgres and (url := postgres_url()):
+        with postgres_database(url) as database:
+            landed = run_stage("pipeline", **common, warehouse=database, full_refresh=True)
+            stages["postgres_full_refresh"] = landed
+    stages["alerts_farrington"] = run_stage("alerts_farrington", series=farrington_series(scale))
+    return stages
+
+
+def farrington_series(scale: Scale) -> int:
+    """How many weekly series the Farrington benchmark runs: the goal is 10,000 org units x 10
+    diseases; the quick scale runs a sample and reports the rate."""
+    return {"S": 200, "M": 2_000}.get(scale.name, 100_000)
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("HEALTHPIPE_TEST_POSTGRES_URL") or os.environ.get("BENCH_POSTGRES_URL")
+
+
+@contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"healthpipe_bench_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+        admin.execute(f'create database "{name}"')
+    try:
+        yield f"{server.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+# --- summarising --------------------------------------------------------------------------
+
+
+def medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per stage: median seconds, rows, rows/s and peak memory; pipeline steps too."""
+    out: dict[str, dict[str, float]] = {}
+    for name in runs[0]:
+        stage_runs = [run[name] for run in runs]
+        seconds = statistics.median(r["seconds"] for r in stage_runs)
+        rows = statistics.median(r["rows"] for r in stage_runs)
+        summary = {
+            "seconds": seconds,
+            "rows": rows,
+            "rows_per_s": rows / seconds if seconds else 0.0,
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in stage_runs),
+        }
+        if "steps_s" in stage_runs[0]:
+            steps = {step for r in stage_runs for step in r["steps_s"]}
+            for step in steps:
+                summary[f"step_{step}_s"] = statistics.median(
+                    r["steps_s"].get(step, 0.0) for r in stage_runs
+                )
+            summary["extract_s"] = statistics.median(r["extract_s"] for r in stage_runs)
+            summary["data_values"] = statistics.median(r["data_values"] for r in stage_runs)
+        out[name] = summary
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default=os.environ.get("SCALE", "S"))
+    parser.add_argument("--scale", choices=list(SCALES), default=os.environ.get("SCALE", "S"))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache", default=str(ROOT / "var" / "bench"), help="countries kept here")
+    parser.add_argument(
+        "--results-dir",
+        default=str(HERE / "results"),
+        help="where the result JSON goes (RESULTS.md is rewritten only for the default)",
+    )
     args = parser.parse_args()
+    scale = SCALES[args.scale]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    folder = country_dir(scale, cache)
     runs = []
-    for number in range(1, args.runs + 1):
-        with tempfile.TemporaryDirectory(prefix="healthpipe-bench-") as tmp:
-            run = one_run(args.scale, Path(tmp))
-        print(f"run {number}: {run['total_s']:.2f} s, {run['records']:,} records")
-        runs.append(run)
-    stages = sorted({stage for run in runs for stage in run["stages_s"]})
+    with sandbox(folder) as base:
+        for number in range(1, args.runs + 1):
+            print(f"scale {scale.name}, run {number} of {args.runs}", flush=True)
+            workdir = cache / f"{scale.name}-run"
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            runs.append(one_run(scale, folder, base, workdir))
+        print(f"scale {scale.name}, once per scale", flush=True)
+        once = once_per_scale(scale, folder, base, cache / f"{scale.name}-run")
     result = {
-        "scale": args.scale,
+        "scale": scale.name,
         "runs": len(runs),
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "harness_seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "medians": {
-            "total_s": median_of(runs, "total_s"),
-            "records": median_of(runs, "records"),
-            "indicator_values_rows": median_of(runs, "indicator_values_rows"),
-            "stages_s": {s: median_of(runs, "stages_s", s) for s in stages},
-        },
+        "medians": medians(runs),
+        "once": once,
         "all_runs": runs,
     }
-    out = HERE / "results" / f"{args.scale}-{result['recorded_at'].replace(':', '')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    write_results_table()
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{scale.name}-{result['recorded_at'].replace(':', '')}.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"results: {out}")
-    print((HERE / "RESULTS.md").read_text(encoding="utf-8"))
+    if results_dir.resolve() == (HERE / "results").resolve():
+        from benchmarks.report import write_results_table
+
+        write_results_table()
+        print(f"table: {HERE / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

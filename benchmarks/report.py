@@ -1,0 +1,288 @@
+"""``benchmarks/RESULTS.md`` from the recorded result files: the goals of the performance issue
+with each figure, its reference and the ratio, then every stage per scale."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SCALE_ORDER = ("S", "M", "L", "XL")
+GIB = 1024.0
+FARRINGTON_GOAL_SERIES = 100_000  # 10,000 org units x 10 diseases
+
+
+def latest_results() -> dict[str, dict[str, Any]]:
+    """The newest harness result of each scale (files sort by time within a scale)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for path in sorted((HERE / "results").glob("*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if "once" in result and "scale" in result:
+            latest[result["scale"]] = result
+    return {scale: latest[scale] for scale in SCALE_ORDER if scale in latest}
+
+
+def _stage(result: dict[str, Any], name: str) -> dict[str, float]:
+    stage: dict[str, float] = result["medians"].get(name, {})
+    return stage
+
+
+def _ingest_seconds(result: dict[str, Any]) -> float:
+    full = _stage(result, "full_refresh")
+    return (
+        full.get("extract_s", 0.0) + full.get("step_land_s", 0.0) + full.get("step_validate_s", 0.0)
+    )
+
+
+def _land_validate(result: dict[str, Any]) -> tuple[float, float]:
+    full = _stage(result, "full_refresh")
+    seconds = full.get("step_land_s", 0.0) + full.get("step_validate_s", 0.0)
+    return seconds, full.get("rows", 0.0)
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    target: str
+    measure: Callable[[dict[str, Any]], tuple[float, str, bool | None]]
+    """result -> (value, text with its reference and ratio, met?)"""
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def whole(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    seconds = _stage(result, "full_refresh")["seconds"]
+    return seconds, f"{seconds:,.1f} s", seconds < 120
+
+
+def extract_csv(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    ours = _stage(result, "extract_csv")["rows_per_s"]
+    limit = _stage(result, "limit_read_csv")["rows_per_s"]
+    return (
+        ours,
+        f"{_rate(ours)}; DuckDB read_csv {_rate(limit)} ({ours / limit:.2f}x)",
+        ours >= 800_000,
+    )
+
+
+def extract_json(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    ours = _stage(result, "extract_json")["rows_per_s"]
+    return ours, _rate(ours), ours >= 200_000
+
+
+def land_validate(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    seconds, rows = _land_validate(result)
+    limit = _stage(result, "limit_validate")
+    rate = rows / seconds if seconds else 0.0
+    ratio = seconds / limit["seconds"] if limit["seconds"] else float("inf")
+    text = f"{_rate(rate)}; hand-written SQL checks {_rate(limit['rows_per_s'])} ({ratio:.1f}x the time)"
+    return rate, text, rate >= 2_000_000 and ratio <= 1.5
+
+
+def transform(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    seconds = _stage(result, "full_refresh").get("step_transform_s", 0.0)
+    limit = _stage(result, "limit_aggregate")["seconds"]
+    ratio = seconds / limit if limit else float("inf")
+    return (
+        ratio,
+        f"dbt {seconds:,.1f} s; one DuckDB query {limit:,.2f} s ({ratio:,.0f}x)",
+        ratio <= 3,
+    )
+
+
+def no_change(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    seconds = _stage(result, "incremental_no_change")["seconds"]
+    return seconds, f"{seconds:,.1f} s", seconds < 15
+
+
+def one_percent(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    seconds = _stage(result, "incremental_1pct")["seconds"]
+    full = _stage(result, "full_refresh")["seconds"]
+    share = seconds / full
+    return share, f"{seconds:,.1f} s = {share:.0%} of the full refresh", share < 0.10
+
+
+def memory(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    ours = (
+        "extract_json",
+        "extract_csv",
+        "full_refresh",
+        "incremental_no_change",
+        "incremental_1pct",
+    )
+    peak = max(_stage(result, name)["peak_rss_mib"] for name in ours)
+    return peak, f"{peak / GIB:.2f} GiB", peak < 2 * GIB
+
+
+def farrington(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    stage = result["once"]["alerts_farrington"]
+    per_series = stage["seconds"] / stage["rows"]
+    estimate = per_series * FARRINGTON_GOAL_SERIES
+    measured = stage["rows"] >= FARRINGTON_GOAL_SERIES
+    how = "measured" if measured else f"extrapolated from {stage['rows']:,} series"
+    return estimate, f"{estimate:,.0f} s for 100,000 series ({how})", estimate < 60
+
+
+def versus_dlt(result: dict[str, Any]) -> tuple[float, str, bool | None]:
+    ours = _stage(result, "full_refresh")["rows"] / _ingest_seconds(result)
+    dlt = _stage(result, "peer_dlt")["rows_per_s"]
+    pandas = _stage(result, "peer_pandas")["rows_per_s"]
+    ratio = ours / dlt if dlt else float("inf")
+    text = f"ours {_rate(ours)}; dlt {_rate(dlt)} ({ratio:.2f}x); requests+pandas {_rate(pandas)}"
+    return ratio, text, ratio >= 2
+
+
+GOALS = (
+    Goal(
+        "whole pipeline, full refresh (sandbox to indicator_values and alerts)",
+        "< 120 s at L",
+        whole,
+    ),
+    Goal("extract DHIS2 CSV over HTTP", ">= 800,000 values/s", extract_csv),
+    Goal("extract DHIS2 JSON over HTTP", ">= 200,000 values/s", extract_json),
+    Goal("land + validate", ">= 2,000,000 rows/s and <= 1.5x the SQL checks", land_validate),
+    Goal("transform (dbt build) vs the hand-written aggregation", "<= 3x", transform),
+    Goal("incremental run, nothing changed", "< 15 s", no_change),
+    Goal("incremental run, 1% of values changed", "< 10% of full refresh", one_percent),
+    Goal("peak memory of any pipeline stage", "< 2 GiB at L", memory),
+    Goal("Farrington flexible, 10,000 org units x 10 diseases x 5 years", "< 60 s", farrington),
+    Goal("ingest throughput vs dlt (extract + land + validate)", ">= 2x dlt", versus_dlt),
+)
+
+
+def goals_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Goals",
+        "",
+        "Goals are set for the L scale (10 million values) on 2 cores; smaller scales show how",
+        "the figures move with size. `yes`/`no` says whether the figure meets the goal's number",
+        "at that scale.",
+        "",
+        "| goal | target | " + " | ".join(results) + " |",
+        "|---|---|" + "---|" * len(results),
+    ]
+    for goal in GOALS:
+        cells = []
+        for result in results.values():
+            try:
+                _, text, met = goal.measure(result)
+            except (KeyError, ZeroDivisionError):
+                cells.append("not measured")
+                continue
+            verdict = "" if met is None else (" **yes**" if met else " **no**")
+            cells.append(f"{text}{verdict}")
+        lines.append(f"| {goal.name} | {goal.target} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+STAGE_LABELS = {
+    "extract_json": "extract DHIS2 JSON (connector, parse, no landing)",
+    "extract_csv": "extract DHIS2 CSV (connector, parse, no landing)",
+    "full_refresh": "whole pipeline, full refresh",
+    "limit_aggregate": "limit: the aggregation as one DuckDB query",
+    "limit_validate": "limit: the checks as one DuckDB query",
+    "limit_read_csv": "limit: DuckDB read_csv of the CSV export",
+    "incremental_no_change": "incremental run, nothing changed",
+    "incremental_1pct": "incremental run, 1% changed",
+    "peer_pandas": "peer: requests + json + pandas into DuckDB",
+    "peer_dlt": "peer: dlt into DuckDB (merge)",
+}
+
+
+def scale_section(result: dict[str, Any]) -> list[str]:
+    machine = result["machine"]
+    lines = [
+        f"## Scale {result['scale']}",
+        "",
+        f"{result['runs']} runs, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}; recorded {result['recorded_at']}; the harness took "
+        f"{result['harness_seconds'] / 60:.1f} min.",
+        "",
+        "| stage | seconds | rows | rows/s | peak memory |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, stage in result["medians"].items():
+        label = STAGE_LABELS.get(name, name)
+        lines.append(
+            f"| {label} | {stage['seconds']:,.2f} | {stage['rows']:,.0f} | "
+            f"{stage['rows_per_s']:,.0f} | {stage['peak_rss_mib']:,.0f} MiB |"
+        )
+    full = result["medians"]["full_refresh"]
+    steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}
+    lines += [
+        "",
+        "Inside the full refresh (seconds, from `audit.pipeline_runs`): extract (outside the "
+        f"recorded steps) {full.get('extract_s', 0):,.1f}; "
+        + "; ".join(f"{step} {seconds:,.1f}" for step, seconds in sorted(steps.items()))
+        + ".",
+        "",
+    ]
+    if result.get("once"):
+        lines += ["Once per scale:", "", "| stage | seconds | rows | rows/s | peak memory |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name, stage in result["once"].items():
+            rate = stage["rows"] / stage["seconds"] if stage["seconds"] else 0
+            lines.append(
+                f"| {name} | {stage['seconds']:,.2f} | {stage['rows']:,} | {rate:,.0f} | "
+                f"{stage['peak_rss_mib']:,.0f} MiB |"
+            )
+        lines.append("")
+    return lines
+
+
+def simulator_section() -> list[str]:
+    runs = [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((HERE / "results").glob("simulate-*.json"))
+    ]
+    if not runs:
+        return []
+    lines = [
+        "## Simulator at national scale",
+        "",
+        "`python -m benchmarks.simulate_scale --districts N`: DHIS2 payloads (JSON and CSV)",
+        "streamed to disk district by district; one run each (it takes minutes).",
+        "",
+        "| districts | facilities | data values | seconds | values/s | written | peak memory | recorded |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['districts']:,} | {run['facilities']:,} | {run['data_values']:,} "
+            f"| {run['seconds']:.0f} | {run['values_per_second']:,} "
+            f"| {run['bytes_written'] / 2**30:.1f} GiB | {run['peak_rss_mib']} MiB "
+            f"| {run['recorded_at']} |"
+        )
+    return [*lines, ""]
+
+
+def write_results_table(notes: str = "") -> None:
+    results = latest_results()
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench SCALE=...` (`python -m benchmarks.run`, then",
+        "`python -m benchmarks.report`); the raw figures are in `results/`. Each stage runs in",
+        "its own process; peak memory is that process's maximum resident set size. Scales: S",
+        "(4 districts), M (about 1 million DHIS2 values), L (about 10 million), XL (50 million,",
+        "by hand). See `README.md` for what each stage does.",
+        "",
+    ]
+    notes_file = HERE / "NOTES.md"
+    if notes_file.exists():
+        lines += [notes_file.read_text(encoding="utf-8").strip(), ""]
+    if results:
+        lines += goals_section(results)
+        for result in results.values():
+            lines += scale_section(result)
+    lines += simulator_section()
+    (HERE / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_results_table()
