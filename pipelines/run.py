@@ -36,7 +36,7 @@ from pipelines.land import land_records
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
 from pipelines.sources.base import SourceAdapter
-from pipelines.transform import DbtOutcome, run_dbt
+from pipelines.transform import DbtOutcome, NodeCallback, run_dbt
 from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
 
@@ -154,8 +154,32 @@ def ingest_source(
     """Extract one source page by page; land and validate each page before the next.
 
     The cursor is saved in the same transaction as the page it belongs to, so it is never
-    ahead of committed data; ``full_refresh`` ignores the saved cursor.
+    ahead of committed data; ``full_refresh`` ignores the saved cursor. The whole pull is
+    one ``extract`` step in ``audit.pipeline_runs``, recorded even when nothing was new, so
+    ``healthpipe status`` can tell a quiet source from one that was not pulled.
     """
+    with record_step(warehouse, run_id, "extract", source=source.name) as step:
+        summary = _ingest_pages(
+            warehouse, source, config, run_id=run_id, full_refresh=full_refresh, on_page=on_page
+        )
+        entities = summary.entities.values()
+        step.rows_in = sum(c.received for c in entities)
+        step.rows_out = sum(c.clean for c in entities)
+        step.rows_quarantined = sum(c.quarantined for c in entities)
+        step.rows_duplicate = sum(c.duplicates for c in entities)
+        step.message = f"{summary.pages} pages"
+    return summary
+
+
+def _ingest_pages(
+    warehouse: Warehouse,
+    source: SourceConfig,
+    config: HealthpipeConfig,
+    *,
+    run_id: str,
+    full_refresh: bool,
+    on_page: PageCallback | None,
+) -> SourceSummary:
     adapter = adapter_for(source.type)
     # Patient-level sources stop before reading anything when the key is missing.
     pseudonymiser = (
@@ -306,7 +330,13 @@ def publish_indicator_definitions(warehouse: Warehouse, config: HealthpipeConfig
     return sum(1 for i in indicators if i.is_computable)
 
 
-def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> DbtOutcome:
+def transform(
+    config: HealthpipeConfig,
+    *,
+    run_id: str,
+    quiet: bool = True,
+    on_node: NodeCallback | None = None,
+) -> DbtOutcome:
     """``dbt build`` on the configured warehouse, recorded in ``audit.pipeline_runs``.
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
@@ -319,7 +349,9 @@ def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> D
         warehouse.close()
     status = "failed"
     try:
-        outcome = run_dbt(["build"], dbt_env=dbt_env, state_dir=config.state_dir, quiet=quiet)
+        outcome = run_dbt(
+            ["build"], dbt_env=dbt_env, state_dir=config.state_dir, quiet=quiet, on_node=on_node
+        )
         step.rows_out = outcome.succeeded
         status = "success"
         return outcome
@@ -345,6 +377,7 @@ def run_pipeline(
     run_id: str | None = None,
     on_page: PageCallback | None = None,
     quiet_dbt: bool = True,
+    on_node: NodeCallback | None = None,
 ) -> RunSummary:
     """Extract, land and validate every selected source, then publish indicator
     definitions and build the warehouse models."""
@@ -366,7 +399,7 @@ def run_pipeline(
             step.rows_out = publish_indicator_definitions(warehouse, config)
     if any(source.pages for source in summary.sources):
         build_data_docs(data_docs(config))
-    summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+    summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
     return summary
