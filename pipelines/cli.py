@@ -478,18 +478,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(report.as_dict())
         return 0
     table = Table(title=f"Sources ({report.warehouse})")
-    for column in ("source", "type", "schedule", "last successful pull", "freshness",
-                   "received", "landed", "quarantined", "held now"):  # fmt: skip
+    for column in ("source", "type", "schedule", "last pull (UTC)", "freshness", "received",
+                   "landed", "quarant.", "held now"):  # fmt: skip
         table.add_column(column, justify="right" if column in NUMERIC_STATUS else "left")
     for s in report.sources:
-        age = "" if s.age_hours is None else f" ({_age(s.age_hours)} ago)"
+        age = "" if s.age_hours is None else f" ({_age(s.age_hours)})"
         style = FRESHNESS_STYLE.get(s.freshness, "")
         table.add_row(
             s.name,
             s.type,
             s.schedule or "-",
-            (s.last_success_at or "never") + age,
-            f"[{style}]{s.freshness}[/]",
+            (s.last_success_at or "never")[:16],
+            f"[{style}]{s.freshness}[/]{age}",
             f"{s.received:,}",
             f"{s.landed:,}",
             f"{s.quarantined:,}",
@@ -505,7 +505,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-NUMERIC_STATUS = ("received", "landed", "quarantined", "held now")
+NUMERIC_STATUS = ("received", "landed", "quarant.", "held now")
 
 
 def _age(hours: float) -> str:

@@ -4,6 +4,7 @@ for ``--json`` and for pipes; switched off entirely when asked to be quiet."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,8 @@ class PipelineProgress:
     sources: dict[str, TaskID] = field(default_factory=dict)
     dbt: TaskID | None = None
     started: float = field(default_factory=time.monotonic)
+    # dbt reports finished nodes from its worker threads.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_page(self, source: str, entity: str, received: int) -> None:
         if self.progress is None:
@@ -65,21 +68,25 @@ class PipelineProgress:
         self.progress.update(
             self.sources[source],
             advance=received,
-            description=f"ingest {source} [dim]({entity})[/]",
+            description=f"ingest {source} [dim]{entity[:22]}[/]",
         )
 
     def on_node(self, unique_id: str, done: int, total: int) -> None:
         if self.progress is None:
             return
+        with self.lock:
+            self._node(self.progress, unique_id, done, total)
+
+    def _node(self, progress: Progress, unique_id: str, done: int, total: int) -> None:
         for task in self.sources.values():
-            self.progress.update(task, total=self.progress.tasks[task].completed)
+            progress.update(task, total=progress.tasks[task].completed)
         if self.dbt is None:
-            self.dbt = self.progress.add_task(
-                "dbt build", total=total, noun="nodes", unit="nodes/s"
-            )
-        name = unique_id.split(".")[-1]
-        self.progress.update(
-            self.dbt, completed=done, total=total, description=f"dbt build [dim]{name}[/]"
+            self.dbt = progress.add_task("dbt build", total=total, noun="nodes", unit="nodes/s")
+        # model.healthpipe.dim_org_unit, test.healthpipe.not_null_x.8125d843d7: the name
+        parts = unique_id.split(".")
+        name = parts[2] if len(parts) > 2 else unique_id
+        progress.update(
+            self.dbt, completed=done, total=total, description=f"dbt build [dim]{name[:28]}[/]"
         )
 
 
@@ -91,7 +98,7 @@ def pipeline_progress(console: Console, enabled: bool = True) -> Iterator[Pipeli
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        BarColumn(bar_width=28),
+        BarColumn(bar_width=20),
         CountColumn(),
         RateColumn(),
         TimeElapsedColumn(),

@@ -167,7 +167,7 @@ def load_bulletin(warehouse: Warehouse, period_id: str) -> Bulletin:
     )[0][0]
     if not present:
         latest = latest_complete_week(warehouse)
-        hint = f"the latest week with data is {latest}" if latest else "it holds no IDSR data yet"
+        hint = f"the latest complete week is {latest}" if latest else "it holds no IDSR data yet"
         raise HealthpipeError(
             f"no surveillance data for {period_id} in marts.fct_surveillance_weekly; {hint}"
         )
@@ -291,9 +291,15 @@ def _threshold(detect: Any, counts: pd.Series) -> tuple[pd.Series, str]:
     years) where the history allows it, else EARS C2 (the 7 weeks before a 2-week guard)."""
     csum = detect(counts, "csum")["threshold"]
     if csum.notna().iloc[-CURVE_WEEKS:].any():
-        return csum, "C-SUM: mean + 2 SD of the same and adjacent weeks of previous years"
+        return (
+            csum,
+            "C-SUM: mean plus two standard deviations of the same and adjacent weeks of previous years",
+        )
     ears = detect(counts, "ears_c2")["threshold"]
-    return ears, "EARS C2: 7-week baseline after a 2-week guard, mean + 3 SD"
+    return (
+        ears,
+        "EARS C2: mean plus three standard deviations of a seven-week baseline ending two weeks earlier",
+    )
 
 
 def _finite(value: Any) -> float | None:

@@ -301,7 +301,8 @@ def _kpis(bulletin: Bulletin) -> str:
     return (
         '<div class="kpis">'
         + "".join(
-            f'<div class="kpi"><b class="count">{escape(v)}</b><span>{escape(k)}</span></div>'
+            f'<div class="kpi"><b class="{"share" if "%" in v else "count"}">{escape(v)}</b>'
+            f"<span>{escape(k)}</span></div>"
             for v, k in items
         )
         + "</div>"
