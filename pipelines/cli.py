@@ -116,18 +116,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state = result.config.state_dir
     console.print(f"Warehouse: [bold]{result.config.warehouse}[/]")
     if result.bulletin is not None:
-        console.print(f"Weekly bulletin ({result.bulletin_week}): [bold]{result.bulletin}[/]")
+        console.print(
+            f"Weekly bulletin ({result.bulletin_week}): [bold]{result.bulletin}[/]", soft_wrap=True
+        )
     if result.bulletin_pdf is not None:
-        console.print(f"Weekly bulletin, PDF: {result.bulletin_pdf}")
+        console.print(f"Weekly bulletin, PDF: {result.bulletin_pdf}", soft_wrap=True)
     if result.docs is not None:
-        console.print(f"dbt docs (models, lineage): {result.docs.dbt_docs}")
+        console.print(f"dbt docs (models, lineage): {result.docs.dbt_docs}", soft_wrap=True)
     data_docs_index = (
         result.docs.data_docs
         if result.docs is not None and result.docs.data_docs is not None
         else state / "site" / "data-docs" / "index.html"
     )
-    console.print(f"Data Docs (validation results): {data_docs_index}")
-    console.print(f"Simulated source files and truth.json: {result.country_dir}")
+    console.print(f"Data Docs (validation results): {data_docs_index}", soft_wrap=True)
+    console.print(f"Simulated source files and truth.json: {result.country_dir}", soft_wrap=True)
     console.print(
         "Query it: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
         f"{_duckdb_path(result.config.warehouse)}', read_only=True).sql("
@@ -451,7 +453,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     else:
         console.print(
-            f"Bulletin for {bulletin.period_id} ({bulletin.country}): [bold]{out.resolve()}[/]"
+            f"Bulletin for {bulletin.period_id} ({bulletin.country}): [bold]{out.resolve()}[/]",
+            soft_wrap=True,
         )
     return 0
 
@@ -523,9 +526,13 @@ def cmd_docs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"dbt_docs": str(sites.dbt_docs), "data_docs": sites.data_docs})
         return 0
-    console.print(f"dbt docs (models, columns, lineage): {sites.dbt_docs.resolve()}")
+    console.print(
+        f"dbt docs (models, columns, lineage): {sites.dbt_docs.resolve()}", soft_wrap=True
+    )
     if sites.data_docs is not None:
-        console.print(f"Data Docs (validation results): {sites.data_docs.resolve()}")
+        console.print(
+            f"Data Docs (validation results): {sites.data_docs.resolve()}", soft_wrap=True
+        )
     else:
         console.print("Data Docs: nothing validated yet (run `healthpipe run` first)")
     return 0

@@ -70,6 +70,7 @@ figure svg { width: 100%; height: auto; display: block; }
 .scorecard td.domain { background: #e6eef3; font-weight: 700; color: var(--brand);
   text-transform: capitalize; }
 .empty { color: var(--muted); font-style: italic; }
+table.alerts td:nth-child(3), table.alerts td:nth-child(6) { white-space: nowrap; }
 footer { margin-top: 28px; border-top: 1px solid var(--line); padding-top: 8px;
   color: var(--muted); font-size: 11px; }
 @page { size: A4; margin: 12mm 10mm; }
@@ -79,7 +80,10 @@ footer { margin-top: 28px; border-top: 1px solid var(--line); padding-top: 8px;
   header.masthead { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   .kpi, th, td, .badge, .scorecard td { -webkit-print-color-adjust: exact;
     print-color-adjust: exact; }
-  h2 { break-after: avoid; }
+  h2 { break-after: avoid; margin-top: 18px; }
+  table { font-size: 9.5px; }
+  th, td { padding: 3px 4px; }
+  .caption, p.note { font-size: 9.5px; }
   section { break-inside: auto; }
   tr, figure { break-inside: avoid; }
   .grid { grid-template-columns: repeat(3, 1fr); }

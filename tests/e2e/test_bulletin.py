@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pipelines import cli
 from pipelines.config import HealthpipeConfig
 from pipelines.run import open_warehouse, run_pipeline
 from tests.conftest import in_ci, make_config
@@ -227,17 +228,20 @@ def test_the_pdf_is_printed_by_chromium(pipeline: HealthpipeConfig) -> None:
     assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 2
 
 
-def test_pdf_without_chromium_says_how_to_install_it(pipeline: HealthpipeConfig) -> None:
+def test_pdf_without_chromium_says_how_to_install_it(
+    pipeline: HealthpipeConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     empty = pipeline.state_dir / "no-browsers"
     empty.mkdir(exist_ok=True)
-    result = healthpipe(
-        "report", "--config", str(config_file(pipeline)), "--period", WEEK,
-        "--out", str(pipeline.state_dir / "x.pdf"), cwd=pipeline.state_dir,
-        env={"PATH": str(empty), "HEALTHPIPE_CHROMIUM": ""},
-    )  # fmt: skip
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("HEALTHPIPE_CHROMIUM", raising=False)
+    out = pipeline.state_dir / "x.pdf"
+    code = cli.main(["report", "--config", str(config_file(pipeline)), "--out", str(out)])
+    assert code == 2 and not out.exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
     assert "apt-get install chromium" in lines[0] and "--format html" in lines[0]
 
 
@@ -246,19 +250,21 @@ def test_pdf_without_chromium_says_how_to_install_it(pipeline: HealthpipeConfig)
     [("202601", "is a Monthly period"), ("2030W5", "no surveillance data for 2030W5")],
 )
 def test_a_bad_period_is_one_clear_line(
-    pipeline: HealthpipeConfig, period: str, expected: str
+    pipeline: HealthpipeConfig, period: str, expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = healthpipe(
-        "report", "--config", str(config_file(pipeline)), "--period", period,
-        "--out", str(pipeline.state_dir / "x.html"), cwd=pipeline.state_dir,
+    code = cli.main(
+        ["report", "--config", str(config_file(pipeline)), "--period", period,
+         "--out", str(pipeline.state_dir / "x.html")]
     )  # fmt: skip
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert "Traceback" not in lines[0]
 
 
-def test_status_reports_each_source_and_the_open_alerts(pipeline: HealthpipeConfig) -> None:
+def test_status_reports_each_source_and_the_open_alerts(
+    pipeline: HealthpipeConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = healthpipe("--json", "status", "--config", str(config_file(pipeline)),
                         cwd=pipeline.state_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -280,5 +286,6 @@ def test_status_reports_each_source_and_the_open_alerts(pipeline: HealthpipeConf
     assert source["landed"] + source["quarantined"] <= source["received"]
     assert source["held_in_quarantine"] == held
     assert report["open_alerts_total"] == open_alerts == sum(report["open_alerts"].values())
-    text = healthpipe("status", "--config", str(config_file(pipeline)), cwd=pipeline.state_dir)
-    assert text.returncode == 0 and "hmis" in text.stdout and "fresh" in text.stdout
+    assert cli.main(["status", "--config", str(config_file(pipeline))]) == 0
+    text = capsys.readouterr().out
+    assert "hmis" in text and "fresh" in text and f"Open alerts: {open_alerts}" in text
