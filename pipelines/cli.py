@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -26,6 +27,7 @@ errors = Console(stderr=True)
 progress_console = Console(stderr=True)
 """Progress bars and chatter go to stderr, so stdout holds only results (and JSON)."""
 
+MAX_ERROR_CHARS = 300
 CONFIG_HELP = "config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
 
 
@@ -35,10 +37,20 @@ def _print_json(value: Any) -> None:
 
 def _configure_logging(verbose: bool) -> None:
     """healthpipe's own messages at INFO; libraries only at WARNING, and their Python
-    warnings (deprecations, pandas hints) only with --verbose."""
+    warnings (deprecations, pandas hints) only with --verbose. Messages go through the
+    progress bars' console, so they print above the bars instead of through them."""
+    handler = RichHandler(
+        console=progress_console,
+        show_time=verbose,
+        show_path=verbose,
+        show_level=verbose,
+        markup=False,
+        rich_tracebacks=False,
+    )
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        format="%(name)s: %(message)s" if verbose else "%(message)s",
+        handlers=[handler],
     )
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
@@ -787,14 +799,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # An error healthpipe did not anticipate: one line of what happened and how to get
-        # the details, rather than a wall of library frames.
+        # the details, rather than a wall of library frames (or of a library's message).
+        summary = f"{type(exc).__name__}: {first_line(exc)}"
+        if len(summary) > MAX_ERROR_CHARS:
+            summary = summary[: MAX_ERROR_CHARS - 3] + "..."
         if args.verbose:
             errors.print_exception()
-            _report_error(args, f"{type(exc).__name__}: {first_line(exc)}")
+            _report_error(args, summary)
         else:
             _report_error(
                 args,
-                f"{type(exc).__name__}: {first_line(exc)}",
+                summary,
                 f"run again with --verbose for the traceback (healthpipe --verbose {args.command} ...)",
             )
         return 1

@@ -86,7 +86,7 @@ class PipelineProgress:
         parts = unique_id.split(".")
         name = parts[2] if len(parts) > 2 else unique_id
         progress.update(
-            self.dbt, completed=done, total=total, description=f"dbt build [dim]{name[:28]}[/]"
+            self.dbt, completed=done, total=total, description=f"dbt build [dim]{name[:20]}[/]"
         )
 
 

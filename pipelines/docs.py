@@ -50,7 +50,10 @@ def build_docs(config: HealthpipeConfig, out: Path) -> DocSites:
     gx_index: Path | None = None
     if sites.gx_dir.exists():
         build_data_docs(sites)
-        if sites.site_dir.exists():
-            shutil.copytree(sites.site_dir, out / "data-docs", dirs_exist_ok=True)
-            gx_index = out / "data-docs" / "index.html"
+        target_site = out / "data-docs"
+        # The demo's state folder already renders its Data Docs where `out` puts them.
+        if sites.site_dir.exists() and sites.site_dir.resolve() != target_site.resolve():
+            shutil.copytree(sites.site_dir, target_site, dirs_exist_ok=True)
+        if (target_site / "index.html").exists():
+            gx_index = target_site / "index.html"
     return DocSites(dbt_out / "index.html", gx_index)
