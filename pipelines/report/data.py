@@ -184,7 +184,7 @@ def load_bulletin(warehouse: Warehouse, period_id: str) -> Bulletin:
     bulletin = Bulletin(
         period_id, start, end, str(country[0][0]) if country else "National", districts
     )
-    every_alert = _alerts(warehouse, end)
+    every_alert = _alerts(warehouse, period_id, start, end)
     recent_from = start - timedelta(weeks=MAP_WEEKS - 1)
     bulletin.alerts = [a for a in every_alert if _week_start(a.last_week) >= recent_from]
     bulletin.curves = _curves(warehouse, start, every_alert)
@@ -200,8 +200,21 @@ def _week_start(period_id: str) -> date:
     return parse_period(period_id).start_date
 
 
-def _alerts(warehouse: Warehouse, end: date) -> list[AlertRow]:
-    """Alerts that emerged by the week's end, most urgent first."""
+def _alerts(warehouse: Warehouse, period_id: str, start: date, end: date) -> list[AlertRow]:
+    """Alerts that emerged by the week's end, most urgent first, as they stood that week:
+    an alert still signalling afterwards ends at the bulletin's week, with the cases of its
+    weeks up to then (a past week's bulletin does not show later weeks)."""
+    cases_by_then = {
+        str(alert): _finite(cases)
+        for alert, cases in warehouse.fetchall(
+            "select a.alert_id, sum(s.cases) from marts.alerts a "
+            "join marts.fct_surveillance_weekly s on s.disease = a.disease "
+            "and s.org_unit_id = a.org_unit_id and s.week_start_date >= a.emerged_on "
+            "and s.week_start_date <= $start "
+            "where a.emerged_on <= $end group by a.alert_id",
+            {"start": start, "end": end},
+        )
+    }
     rows = warehouse.fetchall(
         "select a.alert_id, coalesce(d.disease_name, a.disease), coalesce(o.name, a.org_unit_id), "
         "a.period_id, a.last_period_id, a.rule, a.method, a.severity, a.status, a.total_cases, "
@@ -213,24 +226,26 @@ def _alerts(warehouse: Warehouse, end: date) -> list[AlertRow]:
         "where a.emerged_on <= $end",
         {"end": end},
     )
-    chosen = [
-        AlertRow(
-            alert_id=str(row[0]),
-            disease=str(row[1]),
-            org_unit=str(row[2]),
-            first_week=str(row[3]),
-            last_week=str(row[4]),
-            rule=str(row[5]),
-            method=str(row[6]),
-            severity=str(row[7]),
-            status=str(row[8]),
-            total_cases=_finite(row[9]),
-            days_to_detect=row[10],
-            days_to_notify=row[11],
-            days_to_respond=row[12],
+    chosen = []
+    for row in rows:
+        later = _week_start(str(row[4])) > start
+        chosen.append(
+            AlertRow(
+                alert_id=str(row[0]),
+                disease=str(row[1]),
+                org_unit=str(row[2]),
+                first_week=str(row[3]),
+                last_week=period_id if later else str(row[4]),
+                rule=str(row[5]),
+                method=str(row[6]),
+                severity=str(row[7]),
+                status=str(row[8]),
+                total_cases=cases_by_then.get(str(row[0])) if later else _finite(row[9]),
+                days_to_detect=row[10],
+                days_to_notify=row[11],
+                days_to_respond=row[12],
+            )
         )
-        for row in rows
-    ]
     # Epidemics first, then the most recent signals, then open before closed.
     chosen.sort(key=lambda a: (a.severity != "epidemic", -_week_start(a.last_week).toordinal(),
                                a.status in ("closed", "discarded"), a.disease, a.org_unit))  # fmt: skip

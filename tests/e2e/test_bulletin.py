@@ -289,3 +289,17 @@ def test_status_reports_each_source_and_the_open_alerts(
     assert cli.main(["status", "--config", str(config_file(pipeline))]) == 0
     text = capsys.readouterr().out
     assert "hmis" in text and "fresh" in text and f"Open alerts: {open_alerts}" in text
+
+
+def test_a_past_week_shows_alerts_as_they_stood_then(rendered: Any) -> None:
+    from pipelines.periods import parse_period
+
+    browser, _ = rendered
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('table.alerts tbody tr td:nth-child(3)')]"
+        ".map(e => e.textContent)"
+    )
+    weeks = [w for cell in cells for w in re.findall(r"\d{4}W\d{1,2}", cell)]
+    assert weeks, "no alert in the bulletin's four weeks"
+    last = parse_period(WEEK).start_date
+    assert all(parse_period(w).start_date <= last for w in weeks), weeks
