@@ -234,6 +234,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         end_week=args.end_week,
         sources=sources,
     )
+    truth = result.simulation.truth
+    if args.json:
+        _print_json(
+            {
+                "out": str(result.out_dir),
+                "counts": result.counts,
+                "outbreaks": len(truth.outbreaks),
+                "stockouts": len(truth.stockouts),
+                "defects": len(truth.defects),
+            }
+        )
+        return 0
     table = Table(title=f"Simulated {result.simulation.country.name} (seed {args.seed})")
     table.add_column("source")
     table.add_column("what")
@@ -242,7 +254,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         for what, count in counts.items():
             table.add_row(source, what, f"{count:,}")
     console.print(table)
-    truth = result.simulation.truth
     console.print(
         f"truth.json: {len(truth.outbreaks)} outbreaks, {len(truth.stockouts)} stockouts, "
         f"{len(truth.defects)} injected defects"
@@ -265,7 +276,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             table.add_column(column, justify="left" if column == "raw table" else "right")
         for name, c in counts.items():
             table.add_row(name, f"{c.retried:,}", f"{c.released:,}", f"{c.still_held:,}")
-        console.print(table if counts else "Nothing is held in quarantine.")
+        if args.json:
+            _print_json({name: c.__dict__ for name, c in counts.items()})
+        else:
+            console.print(table if counts else "Nothing is held in quarantine.")
         if any(c.released for c in counts.values()) and not args.no_transform:
             outcome = transform(config, run_id=new_run_id())
             console.print(
@@ -276,6 +290,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         groups = []
         for source in args.source or [None]:
             groups += open_quarantine(warehouse, source)
+    if args.json:
+        _print_json([g.__dict__ for g in groups])
+        return 0
     if not groups:
         console.print("Nothing is held in quarantine.")
         return 0
@@ -310,7 +327,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 f"healthpipe alerts {args.action} needs an ALERT_ID (see `healthpipe alerts list`)"
             )
         if args.action == "show":
-            return _show_alert(warehouse, args.alert_id)
+            return _show_alert(warehouse, args.alert_id, args.json)
         target = "closed" if args.action == "close" else args.status
         try:
             before = set_status(
@@ -318,7 +335,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             )
         except AlertError as exc:
             raise HealthpipeError(str(exc)) from None
-    console.print(f"{args.alert_id}: {before} -> {target} (by {args.actor})")
+    if args.json:
+        _print_json({"alert_id": args.alert_id, "from": before, "to": target, "by": args.actor})
+    else:
+        console.print(f"{args.alert_id}: {before} -> {target} (by {args.actor})")
     return 0
 
 
@@ -337,6 +357,11 @@ def _list_alerts(warehouse: Any, args: argparse.Namespace) -> int:
         f"where {' and '.join(conditions)} order by a.emerged_on desc, a.alert_id limit $limit",
         {**params, "limit": args.limit},
     )
+    if args.json:
+        keys = ("alert_id", "disease", "org_unit", "period_id", "last_period_id", "severity",
+                "rule", "total_cases", "status", "days_to_detect")  # fmt: skip
+        _print_json([dict(zip(keys, row, strict=True)) for row in rows])
+        return 0
     if not rows:
         console.print(
             "No alerts." if args.all else "No open alerts (--all shows closed and discarded ones)."
@@ -365,7 +390,7 @@ def _list_alerts(warehouse: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_alert(warehouse: Any, alert_id: str) -> int:
+def _show_alert(warehouse: Any, alert_id: str, as_json: bool = False) -> int:
     columns = [
         "alert_id", "disease", "org_unit_id", "org_unit_level", "period_id", "last_period_id",
         "rule", "method", "severity", "observed", "expected", "threshold", "total_cases", "status",
@@ -377,6 +402,22 @@ def _show_alert(warehouse: Any, alert_id: str) -> int:
     )
     if not rows:
         raise HealthpipeError(f"no alert {alert_id!r} (see `healthpipe alerts list`)")
+    if as_json:
+        history = warehouse.fetchall(
+            "select changed_at, from_status, to_status, actor, note from audit.alert_transitions "
+            "where alert_id = $id order by changed_at",
+            {"id": alert_id},
+        )
+        _print_json(
+            {
+                **dict(zip(columns, rows[0], strict=True)),
+                "history": [
+                    dict(zip(("changed_at", "from", "to", "actor", "note"), h, strict=True))
+                    for h in history
+                ],
+            }
+        )
+        return 0
     table = Table(title=f"Alert {alert_id}", show_header=False)
     table.add_column("field")
     table.add_column("value")
@@ -640,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--source", action="append", metavar="NAME", help="only this source (repeatable)"
     )
+    _add_json(simulate)
     simulate.set_defaults(handler=cmd_simulate)
 
     report = commands.add_parser(
@@ -720,6 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument(
         "--limit", type=int, default=50, help="list: at most this many (default 50)"
     )
+    _add_json(alerts)
     alerts.set_defaults(handler=cmd_alerts)
 
     quarantine = commands.add_parser(
@@ -739,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument(
         "--no-transform", action="store_true", help="replay without rebuilding the dbt models"
     )
+    _add_json(quarantine)
     quarantine.set_defaults(handler=cmd_quarantine)
 
     listen = commands.add_parser(

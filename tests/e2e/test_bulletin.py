@@ -303,3 +303,23 @@ def test_a_past_week_shows_alerts_as_they_stood_then(rendered: Any) -> None:
     assert weeks, "no alert in the bulletin's four weeks"
     last = parse_period(WEEK).start_date
     assert all(parse_period(w).start_date <= last for w in weeks), weeks
+
+
+def test_alerts_and_quarantine_lists_as_json(
+    pipeline: HealthpipeConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(config_file(pipeline))
+    assert cli.main(["--json", "alerts", "list", "--config", config, "--limit", "500"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert cli.main(["quarantine", "list", "--config", config, "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)
+    with open_warehouse(pipeline) as warehouse:
+        open_alerts = warehouse.fetch_scalar(
+            "select count(*) from marts.alerts where status not in ('closed', 'discarded')"
+        )
+        held = warehouse.fetch_scalar(
+            "select count(*) from audit.quarantine where released_at is null"
+        )
+    assert len(listed) == open_alerts
+    assert all(a["status"] not in ("closed", "discarded") for a in listed)
+    assert sum(g["records"] for g in groups) == held
