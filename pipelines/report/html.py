@@ -14,7 +14,7 @@ from html import escape
 from itertools import groupby
 
 from pipelines.report.data import MAX_ALERTS, AlertRow, Bulletin, ScoreRow
-from pipelines.report.suppress import count_label, rate_label
+from pipelines.report.suppress import count_label, is_small, rate_label
 from pipelines.report.svg import EpiWeek, MapArea, choropleth, epi_curve, polygons_of
 
 # 7-1-7 (Frieden et al. 2021): detect within 7 days, notify within 1, respond within 7.
@@ -228,7 +228,7 @@ def _scorecard_section(bulletin: Bulletin) -> str:
             target = "\u2013" if row.target is None else f"{row.target:g}"
             arrow = {"higher_is_better": "↑", "lower_is_better": "↓"}.get(row.direction or "", "")
             cells = "".join(
-                f'<td class="cell {_score_tone(row, c.value)}">'
+                f'<td class="cell {"neutral" if is_small(c.numerator) else _score_tone(row, c.value)}">'
                 f"{escape(rate_label(c.value, c.numerator, suppressed='n<5'))}</td>"
                 for c in row.cells
             )

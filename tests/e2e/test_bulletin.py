@@ -213,6 +213,12 @@ def test_no_count_from_one_to_four_is_shown(rendered: Any) -> None:
     for text in counts:
         for part in re.split(r"\s+of\s+", text):
             assert part in ("<5", "0", "\u2013") or int(part.replace(",", "")) >= 5, text
+    # A withheld scorecard value is not hinted at by its colour either.
+    coloured = browser.execute_script(
+        "return [...document.querySelectorAll('td.cell')].filter(e => "
+        "e.textContent.trim() === 'n<5' && !e.classList.contains('neutral')).length"
+    )
+    assert coloured == 0
 
 
 def test_the_pdf_is_printed_by_chromium(pipeline: HealthpipeConfig) -> None:
