@@ -10,7 +10,7 @@ EXTRAS := dev,postgres,airflow
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format typecheck lock bench clean airflow airflow-check
+.PHONY: help install browser demo docs test test-fast lint format typecheck lock bench clean airflow airflow-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(UV) pip install --quiet --python $(PY) -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install healthpipe with its pinned dependencies
+install: $(STAMP) browser ## create .venv and install healthpipe with its pinned dependencies
+
+# The bulletin's PDF and its browser test need headless Chromium and chromedriver. Installed
+# with apt-get when missing and we may (root); otherwise say what to install. The browser
+# test fails in CI (CI=true) when they are still missing.
+browser: ## install headless Chromium and chromedriver (apt-get) when missing
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "make browser: Chromium missing; install chromium and chromium-driver (the bulletin PDF and its browser test need them)"; fi
 
 demo: $(STAMP) ## simulate a country and run the whole pipeline on the embedded DuckDB warehouse
 	$(VENV)/bin/healthpipe demo
@@ -60,7 +70,10 @@ airflow: $(STAMP) ## run Airflow standalone (SQLite, DuckDB, the demo sources) o
 airflow-check: $(STAMP) ## start `make airflow` on a small country, trigger a DAG over the REST API, stop
 	$(PY) -m tests.airflow.standalone_check
 
-test: $(STAMP) lint ## lint, type-check and run the whole test suite
+docs: $(STAMP) ## build dbt docs (lineage) and Great Expectations Data Docs into site/ (after make demo)
+	$(VENV)/bin/healthpipe docs --out site
+
+test: $(STAMP) browser lint ## lint, type-check and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the unit tests only

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.errors import ConfigError
+from pipelines.schedules import schedule_interval
 
 SourceType = Literal["dhis2", "fhir", "hl7v2", "odk", "kobo", "tabular"]
 DEFAULT_WAREHOUSE = "duckdb:///var/healthpipe.duckdb"
@@ -57,7 +58,12 @@ class SourceConfig(BaseModel):
     username_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     password_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     token_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
-    schedule: str | None = None
+    schedule: str | None = Field(
+        default=None,
+        description="how often the source should be pulled (@hourly, @daily, @weekly, "
+        "@monthly or a duration such as 6h or 2d); `healthpipe status` reports freshness "
+        "against it",
+    )
     enabled: bool = True
     page_size: int = Field(default=50_000, gt=0)
     timeout_seconds: float = Field(default=120.0, gt=0)
@@ -89,6 +95,13 @@ class SourceConfig(BaseModel):
             if key in self.model_fields_set and self.type not in types:
                 raise ValueError(f"{key} applies to {' and '.join(types)} sources, not {self.type}")
         return self
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            schedule_interval(value)
+        return value
 
     @model_validator(mode="after")
     def _check_location(self) -> SourceConfig:

@@ -10,6 +10,7 @@ work folder (demo data only; a deployment sets its own secret).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -19,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import HealthpipeConfig, parse_config
+from pipelines.docs import DocSites, build_docs
+from pipelines.errors import HealthpipeError
+from pipelines.report import latest_complete_week, write_bulletin
+from pipelines.report.pdf import find_chromium
 from pipelines.run import PageCallback, RunSummary, run_pipeline
 from pipelines.simulate import simulate
+from pipelines.transform import NodeCallback
 from pipelines.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 DEMO_YEAR = 2025
 KEY_ENV = "HEALTHPIPE_PSEUDONYM_KEY"
@@ -47,6 +55,12 @@ class DemoResult:
     """(source, type, records received)."""
     alerts: list[tuple[str, int]]
     """(disease, alerts raised)."""
+    bulletin_week: str | None = None
+    bulletin: Path | None = None
+    """The weekly bulletin (HTML) of the latest complete week."""
+    bulletin_pdf: Path | None = None
+    """Its PDF, when Chromium is installed."""
+    docs: DocSites | None = None
 
 
 def _demo_key(workdir: Path) -> str:
@@ -112,6 +126,7 @@ def run_demo(
     districts: int = 20,
     weeks: int = 156,
     on_page: PageCallback | None = None,
+    on_node: NodeCallback | None = None,
 ) -> DemoResult:
     from pipelines.sandbox.server import start_sandbox
 
@@ -131,7 +146,7 @@ def run_demo(
         }
         with _environment(env):
             config = demo_config(workdir, country_dir, urls)
-            summary = run_pipeline(config, on_page=on_page)
+            summary = run_pipeline(config, on_page=on_page, on_node=on_node)
     with Warehouse.open(config.warehouse) as warehouse:
         levels = [
             (str(i), int(level), int(rows))
@@ -155,8 +170,29 @@ def run_demo(
                 "select disease, count(*) from marts.alerts group by 1 order by 2 desc, 1"
             )
         ]
+        week = latest_complete_week(warehouse)
+        bulletin = bulletin_pdf = None
+        if week is not None:
+            bulletin = workdir / "bulletin" / f"bulletin-{week}.html"
+            write_bulletin(warehouse, week, bulletin)
+            bulletin_pdf = _bulletin_pdf(warehouse, week, bulletin.with_suffix(".pdf"))
+    docs = build_docs(config, workdir / "site")
     sources = [
         (s.source, str(config.source(s.source).type), sum(c.received for c in s.entities.values()))
         for s in summary.sources
     ]
-    return DemoResult(config, summary, country_dir, levels, national, sources, alerts)
+    return DemoResult(
+        config, summary, country_dir, levels, national, sources, alerts,
+        week, bulletin, bulletin_pdf, docs,
+    )  # fmt: skip
+
+
+def _bulletin_pdf(warehouse: Warehouse, week: str, out: Path) -> Path | None:
+    """The PDF when Chromium is installed; the demo still runs on a machine without it."""
+    try:
+        find_chromium()
+    except HealthpipeError as exc:
+        log.warning("bulletin PDF skipped: %s", exc)
+        return None
+    write_bulletin(warehouse, week, out, fmt="pdf")
+    return out

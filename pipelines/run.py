@@ -40,7 +40,13 @@ from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
 from pipelines.sources.base import SourceAdapter
-from pipelines.transform import DbtOutcome, FreshnessResult, run_dbt, source_freshness
+from pipelines.transform import (
+    DbtOutcome,
+    FreshnessResult,
+    NodeCallback,
+    run_dbt,
+    source_freshness,
+)
 from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
 
@@ -175,8 +181,39 @@ def ingest_source(
     The cursor is saved in the same transaction as the page it belongs to, so it is never
     ahead of committed data; ``full_refresh`` ignores the saved cursor. ``cursor_key`` keeps
     the cursor under another ``audit.source_state.entity`` than the adapter's: a pull of part
-    of a source (one chunk of a DHIS2 org-unit list) must not move the others' cursor.
+    of a source (one chunk of a DHIS2 org-unit list) must not move the others' cursor. The
+    whole pull is one ``extract`` step in ``audit.pipeline_runs``, recorded even when nothing
+    was new, so ``healthpipe status`` can tell a quiet source from one that was not pulled.
     """
+    with record_step(warehouse, run_id, "extract", source=source.name) as step:
+        summary = _ingest_pages(
+            warehouse,
+            source,
+            config,
+            run_id=run_id,
+            full_refresh=full_refresh,
+            on_page=on_page,
+            cursor_key=cursor_key,
+        )
+        entities = summary.entities.values()
+        step.rows_in = sum(c.received for c in entities)
+        step.rows_out = sum(c.clean for c in entities)
+        step.rows_quarantined = sum(c.quarantined for c in entities)
+        step.rows_duplicate = sum(c.duplicates for c in entities)
+        step.message = f"{summary.pages} pages"
+    return summary
+
+
+def _ingest_pages(
+    warehouse: Warehouse,
+    source: SourceConfig,
+    config: HealthpipeConfig,
+    *,
+    run_id: str,
+    full_refresh: bool,
+    on_page: PageCallback | None,
+    cursor_key: str | None,
+) -> SourceSummary:
     adapter = adapter_for(source.type)
     cursor_entity = cursor_key or adapter.cursor_entity
     # Patient-level sources stop before reading anything when the key is missing.
@@ -371,7 +408,13 @@ def check_freshness(
     return results
 
 
-def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> DbtOutcome:
+def transform(
+    config: HealthpipeConfig,
+    *,
+    run_id: str,
+    quiet: bool = True,
+    on_node: NodeCallback | None = None,
+) -> DbtOutcome:
     """``dbt build`` on the configured warehouse, recorded in ``audit.pipeline_runs``.
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
@@ -391,6 +434,7 @@ def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> D
             dbt_env=dbt_env,
             state_dir=config.state_dir,
             quiet=quiet,
+            on_node=on_node,
         )
         step.rows_out = outcome.succeeded
         status = "success"
@@ -420,6 +464,7 @@ def run_pipeline(
     run_id: str | None = None,
     on_page: PageCallback | None = None,
     quiet_dbt: bool = True,
+    on_node: NodeCallback | None = None,
 ) -> RunSummary:
     """Extract, land and validate every selected source, then publish indicator
     definitions and build the warehouse models (unless nothing they read changed: see
@@ -441,7 +486,9 @@ def run_pipeline(
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
         inputs = build_state.fingerprint(
-            warehouse, [INDICATORS_DIR, *config.indicator_paths], warehouse.dbt_env()
+            warehouse,
+            [INDICATORS_DIR, *config.indicator_paths],
+            {**warehouse.dbt_env(), "small_cell_threshold": str(config.small_cell_threshold)},
         )
         unchanged = not full_refresh and inputs == build_state.last_fingerprint(warehouse)
         if unchanged:
@@ -453,7 +500,7 @@ def run_pipeline(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
     )
     if not unchanged:
-        summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+        summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, inputs, summary.run_id, utc_now())
     with open_warehouse(config) as warehouse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +21,10 @@ from pipelines.errors import TransformError
 from pipelines.paths import DBT_PROJECT_DIR
 
 log = logging.getLogger(__name__)
+
+
+NodeCallback = Callable[[str, int, int], None]
+"""Called as dbt finishes each node with (unique id, nodes finished, nodes selected)."""
 
 
 @dataclass
@@ -64,13 +68,16 @@ def run_dbt(
     dbt_env: Mapping[str, str],
     state_dir: Path,
     quiet: bool = True,
+    on_node: NodeCallback | None = None,
 ) -> DbtOutcome:
     """Invoke dbt with ``args`` (for example ``["build"]``) and report per-node results.
 
     Target and log folders live under ``state_dir/dbt/<target>`` so runs against different
     warehouses never share dbt's partial-parse state.
     """
-    result, target, work = _invoke(args, dbt_env=dbt_env, state_dir=state_dir, quiet=quiet)
+    result, target, work = _invoke(
+        args, dbt_env=dbt_env, state_dir=state_dir, quiet=quiet, on_node=on_node
+    )
     outcome = DbtOutcome(command=" ".join(args))
     for node in _node_results(result.result):
         status = str(getattr(node, "status", "")).lower()
@@ -132,7 +139,12 @@ def source_freshness(
 
 
 def _invoke(
-    args: Sequence[str], *, dbt_env: Mapping[str, str], state_dir: Path, quiet: bool
+    args: Sequence[str],
+    *,
+    dbt_env: Mapping[str, str],
+    state_dir: Path,
+    quiet: bool,
+    on_node: NodeCallback | None = None,
 ) -> tuple[Any, str, Path]:
     from dbt.cli.main import dbtRunner
 
@@ -156,10 +168,28 @@ def _invoke(
     log.info("dbt %s on %s", " ".join(args), target)
     with _environment(env):
         try:
-            result = dbtRunner().invoke(command)
+            callbacks = [] if on_node is None else [_node_progress(on_node)]
+            result = dbtRunner(callbacks=callbacks).invoke(command)
         finally:
             _release_duckdb(target)
     return result, target, work
+
+
+def _node_progress(on_node: NodeCallback) -> Callable[[Any], None]:
+    """A dbt event callback: dbt announces how many nodes it will run (ConcurrencyLine),
+    then each one as it finishes (NodeFinished)."""
+    state = {"done": 0, "total": 0}
+
+    def callback(event: Any) -> None:
+        name = event.info.name
+        if name == "ConcurrencyLine":
+            state["total"] = int(getattr(event.data, "node_count", 0) or 0)
+        elif name == "NodeFinished":
+            state["done"] += 1
+            unique_id = str(getattr(event.data.node_info, "unique_id", ""))
+            on_node(unique_id, state["done"], max(state["total"], state["done"]))
+
+    return callback
 
 
 def _release_duckdb(target: str) -> None:

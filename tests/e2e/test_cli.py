@@ -90,6 +90,17 @@ def test_demo_runs_and_says_where_the_results_are(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Warehouse:" in result.stdout
     assert "indicator_values" in result.stdout
+    # It ends by saying where the bulletin, the dbt docs and the Data Docs are, and they are.
+    printed = {
+        label: line.split(": ", 1)[1].strip()
+        for line in result.stdout.splitlines()
+        for label in ("Weekly bulletin (", "dbt docs", "Data Docs")
+        if line.startswith(label) and ": " in line
+    }
+    assert set(printed) == {"Weekly bulletin (", "dbt docs", "Data Docs"}, result.stdout
+    for path in printed.values():
+        assert Path(path).is_file(), path
+    assert "<svg" in Path(printed["Weekly bulletin ("]).read_text(encoding="utf-8")
     warehouse = tmp_path / "var" / "healthpipe.duckdb"
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         levels = connection.execute(

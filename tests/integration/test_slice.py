@@ -205,6 +205,7 @@ def test_every_step_is_recorded(slice_run: Any) -> None:
         run=first.run_id,
     )
     assert {(step, status) for step, status, _ in steps} == {
+        ("extract", "success"),
         ("land", "success"),
         ("validate", "success"),
         ("reconcile", "success"),

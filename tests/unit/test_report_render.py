@@ -1,0 +1,143 @@
+"""The bulletin's building blocks without a warehouse: small-cell suppression, axis ticks,
+the SVG charts and map, schedules and freshness, and the command line's error handling."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+from datetime import timedelta
+
+import pytest
+
+from pipelines import cli
+from pipelines.report.suppress import count_label, rate_label
+from pipelines.report.svg import EpiWeek, MapArea, choropleth, class_breaks, epi_curve, nice_ticks
+from pipelines.schedules import schedule_interval
+from pipelines.status import _freshness
+
+
+@pytest.mark.parametrize(
+    ("count", "label"),
+    [(0, "0"), (1, "<5"), (4, "<5"), (4.4, "<5"), (5, "5"), (1234, "1,234"), (None, "\u2013")],
+)
+def test_counts_from_one_to_four_are_suppressed(count: float | None, label: str) -> None:
+    assert count_label(count) == label
+
+
+def test_a_rate_resting_on_a_small_count_is_withheld() -> None:
+    assert rate_label(12.5, numerator=3) == "suppressed"
+    assert rate_label(12.5, numerator=30) == "12.5"
+
+
+@pytest.mark.parametrize("maximum", [0, 1, 3, 7, 12, 49, 51, 130, 999, 2400, 123_456])
+def test_axis_ticks_cover_the_data_and_never_read_as_small_counts(maximum: float) -> None:
+    ticks = nice_ticks(maximum)
+    assert ticks[0] == 0 and ticks[-1] >= maximum
+    assert all(t >= 5 for t in ticks[1:])
+    assert len(ticks) <= 6
+    steps = {b - a for a, b in itertools.pairwise(ticks)}
+    assert len(steps) == 1
+
+
+def _svg_numbers(svg: str) -> list[str]:
+    texts = re.findall(r"<(?:text|title)[^>]*>([^<]*)<", svg)
+    return [m for t in texts for m in re.findall(r"(?<![\w.,\-/:<])[1-4](?![\w.,\-/%:])", t)]
+
+
+def test_an_epi_curve_draws_small_weeks_as_suppressed_bands() -> None:
+    weeks = [EpiWeek(f"2026W{i}", c, 2.0, i == 3) for i, c in enumerate([0, 3, 12, 40, None], 1)]
+    svg = epi_curve("Cholera", weeks)
+    assert svg.count('class="bar"') == 3  # zero and missing weeks draw nothing
+    assert "url(#hp-hatch)" in svg  # the week with 3 cases
+    assert "2026W2: &lt;5 cases" in svg and "2026W3: 12 cases (alert)" in svg
+    assert 'class="threshold"' in svg
+    assert _svg_numbers(svg) == []
+
+
+def test_the_choropleth_projects_districts_and_suppresses_small_counts() -> None:
+    square = {"type": "Polygon", "coordinates": [[[30, 0], [31, 0], [31, -1], [30, -1], [30, 0]]]}
+    east = {"type": "Polygon", "coordinates": [[[31, 0], [32, 0], [32, -1], [31, -1], [31, 0]]]}
+    areas = [
+        MapArea("West District", [[r for r in square["coordinates"]]], 40.0, 80.0),
+        MapArea("East District", [[r for r in east["coordinates"]]], 2.0, 4.0),
+    ]
+    svg = choropleth("Malaria", areas, width=400, height=300)
+    paths = re.findall(r'<path class="area" d="([^"]+)" fill="([^"]+)"', svg)
+    assert len(paths) == 2
+    xs = [float(x) for d, _ in paths for x in re.findall(r"([\d.]+),[\d.]+", d)]
+    assert 0 <= min(xs) < max(xs) <= 400
+    assert paths[1][1] == "url(#hp-hatch)"  # 2 cases: no colour class that hints at the rate
+    assert ">&lt;5 cases<" in svg and ">80.0<" in svg and ">4.0<" not in svg
+    assert _svg_numbers(svg) == []
+
+
+def test_class_breaks_are_increasing_upper_bounds() -> None:
+    assert class_breaks([0, 0]) == []
+    breaks = class_breaks([1.0, 2.0, 3.0, 4.0, 50.0, 60.0, 70.0, 80.0])
+    assert breaks == sorted(set(breaks)) and breaks[-1] == 80.0
+
+
+@pytest.mark.parametrize(
+    ("schedule", "interval"),
+    [("@hourly", timedelta(hours=1)), ("@daily", timedelta(days=1)), ("6h", timedelta(hours=6)),
+     ("30m", timedelta(minutes=30)), ("2w", timedelta(weeks=2))],
+)  # fmt: skip
+def test_schedules(schedule: str, interval: timedelta) -> None:
+    assert schedule_interval(schedule) == interval
+
+
+@pytest.mark.parametrize("schedule", ["daily", "0 6 * * *", "0h", "6 h"])
+def test_a_schedule_that_is_not_one_says_what_is_expected(schedule: str) -> None:
+    with pytest.raises(ValueError, match="expected @hourly, @daily"):
+        schedule_interval(schedule)
+
+
+def test_freshness_against_the_schedule() -> None:
+    day = timedelta(days=1)
+    assert _freshness(None, day) == "never"
+    assert _freshness(timedelta(hours=30), None) == "unscheduled"
+    assert _freshness(timedelta(hours=30), day) == "fresh"
+    assert _freshness(timedelta(hours=60), day) == "late"
+    assert _freshness(timedelta(hours=80), day) == "stale"
+
+
+def test_every_command_has_a_description_and_helped_arguments() -> None:
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"demo", "run", "report", "status", "docs", "alerts", "quarantine"} <= set(commands)
+    for name, command in commands.items():
+        assert command.description, name
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, (name, action.dest)
+
+
+def test_an_unexpected_error_is_two_lines_and_the_traceback_needs_verbose(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(args: argparse.Namespace) -> int:
+        raise RuntimeError("disk full\nsecond line of detail")
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    assert cli.main(["status"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    assert "RuntimeError: disk full" in lines[0] and "--verbose" in lines[1]
+    assert cli.main(["--verbose", "status"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_json_errors_are_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from pipelines.errors import HealthpipeError
+
+    def failing(args: argparse.Namespace) -> int:
+        raise HealthpipeError("no warehouse")
+
+    monkeypatch.setattr(cli, "cmd_status", failing)
+    assert cli.main(["status", "--json"]) == 2
+    assert json.loads(capsys.readouterr().err) == {"error": "no warehouse", "hint": None}
