@@ -2,11 +2,9 @@
 ### healthpipe: the weekly epidemiological bulletin
 
 Every Monday at 06:00 UTC, the bulletin (HTML) for the ISO week that just ended: the run's
-data interval is that week, so a backfilled run writes the bulletin of its own week. The file
-goes to `<state_dir>/bulletins/bulletin-<week>.html`.
-
-The bulletin itself is `pipelines.report.write_bulletin`; in a version of healthpipe without
-it, the task fails at once (no retries) saying so.
+data interval is that week, so a backfilled run writes the bulletin of its own week (when the
+warehouse holds no data for the week yet, the latest complete week). The file goes to
+`<state_dir>/bulletins/bulletin-<week>.html` (`pipelines.report.write_weekly_bulletin`).
 """
 
 from __future__ import annotations
@@ -31,24 +29,11 @@ def healthpipe_bulletin() -> None:
     # DuckDB refuses even a reader while another process writes: the bulletin queues too.
     @task(pool=pool())
     def write_bulletin() -> str:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipelines.report import write_weekly_bulletin
 
-        try:
-            from pipelines.report import write_bulletin as write  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise AirflowFailException(
-                "the weekly bulletin needs pipelines.report.write_bulletin, which this version "
-                f"of healthpipe does not have yet ({exc})"
-            ) from exc
         start = get_current_context()["data_interval_start"]
         assert start is not None  # a scheduled timetable always gives an interval
-        year, week, _ = start.isocalendar()
-        period = f"{year}W{week}"
-        settings = config()
-        out = settings.state_dir / "bulletins" / f"bulletin-{period}.html"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write(settings, period=period, out=out)
-        return str(out)
+        return str(write_weekly_bulletin(config(), start.date()))
 
     write_bulletin()
 
