@@ -28,6 +28,7 @@ from pipelines.audit import (
     utc_now,
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
+from pipelines.errors import ConfigError
 from pipelines.indicators import (
     check_operands,
     known_data_elements,
@@ -38,10 +39,11 @@ from pipelines.land import land_records
 from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
-from pipelines.sources.base import SourceAdapter
+from pipelines.sources.base import SourceAdapter, WindowedAdapter
 from pipelines.transform import DbtOutcome, run_dbt
 from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
+from pipelines.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ def ingest_source(
     full_refresh: bool = False,
     on_page: PageCallback | None = None,
     cursor_key: str | None = None,
+    window: Window | None = None,
 ) -> SourceSummary:
     """Extract one source page by page; land and validate each page before the next.
 
@@ -174,6 +177,10 @@ def ingest_source(
     ahead of committed data; ``full_refresh`` ignores the saved cursor. ``cursor_key`` keeps
     the cursor under another ``audit.source_state.entity`` than the adapter's: a pull of part
     of a source (one chunk of a DHIS2 org-unit list) must not move the others' cursor.
+
+    ``window`` pulls only the periods overlapping those days (a backfill; DHIS2 Web API
+    sources) and leaves the cursor alone: the next incremental pull must still see every
+    change since its cursor, and the window's data may be older than it.
     """
     adapter = adapter_for(source.type)
     cursor_entity = cursor_key or adapter.cursor_entity
@@ -183,9 +190,16 @@ def ingest_source(
         if adapter.patient_level
         else None
     )
-    cursor = None if full_refresh else load_cursor(warehouse, source.name, cursor_entity)
     summary = SourceSummary(source=source.name)
-    pages = coalesce_pages(_counted(adapter.pages(source, cursor, config), summary), LANDING_BATCH)
+    if window is None:
+        cursor = None if full_refresh else load_cursor(warehouse, source.name, cursor_entity)
+        source_pages = adapter.pages(source, cursor, config)
+        pull = "full pull" if cursor is None else "incremental pull"
+    else:
+        cursor = None
+        source_pages = _window_pages(adapter, source, window, config)
+        pull = f"window pull {window}"
+    pages = coalesce_pages(_counted(source_pages, summary), LANDING_BATCH)
     for number, page in enumerate(pages, start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"
@@ -205,7 +219,8 @@ def ingest_source(
                     extracted_at=now,
                     now=now,
                 )
-                save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
+                if window is None:
+                    save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin
@@ -237,12 +252,22 @@ def ingest_source(
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
-    pull = "full" if cursor is None else "incremental"
     for entity, entity_counts in summary.entities.items():
-        if pull == "full":
+        if pull == "full pull":
             _check_volume(warehouse, run_id, source.name, entity, entity_counts.received)
         _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts, pull)
     return summary
+
+
+def _window_pages(
+    adapter: SourceAdapter, source: SourceConfig, window: Window, config: HealthpipeConfig
+) -> Iterator[Page]:
+    if not isinstance(adapter, WindowedAdapter):
+        raise ConfigError(
+            f"source {source.name}: a window pull ({window}) is built for DHIS2 Web API "
+            f"sources only, not {source.type} sources; run a normal pull instead"
+        )
+    return adapter.window_pages(source, window, config)
 
 
 VOLUME_HISTORY = 5
@@ -299,7 +324,7 @@ def _record_reconciliation(
     source: str,
     entity: str,
     counts: EntityCounts,
-    pull: str = "full",
+    pull: str = "full pull",
 ) -> None:
     """One ``reconcile`` row per source and entity: received = landed clean + quarantined +
     duplicates collapsed. A mismatch is recorded as failed (something was lost)."""
@@ -307,7 +332,7 @@ def _record_reconciliation(
     step.rows_in, step.rows_out = counts.received, counts.clean
     step.rows_quarantined, step.rows_duplicate = counts.quarantined, counts.duplicates
     step.message = (
-        f"{pull} pull: received {counts.received} = landed {counts.clean} + quarantined "
+        f"{pull}: received {counts.received} = landed {counts.clean} + quarantined "
         f"{counts.quarantined} + duplicates {counts.duplicates}"
     )
     if not counts.reconciles:
