@@ -13,11 +13,15 @@
 - The cursor is the largest ``lastUpdated`` received. It moves only on the last page of a
   pull, so a pull interrupted half way starts again from the old cursor (re-landing what was
   already landed changes nothing).
+- A window pull (a backfill of past periods) asks each data set for a ``startDate``/``endDate``
+  range the caller computes from the data set's ``periodType`` (whole periods, since DHIS2
+  returns only periods lying inside the range), ignores the cursor, and moves none: its pages
+  carry the cursor they were given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -184,10 +188,21 @@ def fetch_registrations(
     return parse_registrations(items, origin)
 
 
+PeriodRangeOf = Callable[[str], tuple[date, date]]
+"""Given a data set's ``periodType``, the ``startDate``/``endDate`` range to ask it for."""
+
+
 def read_api(
-    client: HttpClient, settings: Dhis2ApiSettings, cursor: Cursor | None
+    client: HttpClient,
+    settings: Dhis2ApiSettings,
+    cursor: Cursor | None,
+    *,
+    window: PeriodRangeOf | None = None,
 ) -> Iterator[Page]:
-    """Metadata (whole lists: they are small), then data values and registrations by chunk."""
+    """Metadata (whole lists: they are small), then data values and registrations by chunk.
+
+    With ``window``, only each data set's range is pulled and the cursor is left as it was.
+    """
     base = dict(cursor or {})
     collections: dict[str, list[Record]] = {}
     for collection, spec in METADATA.items():
@@ -197,6 +212,9 @@ def read_api(
 
     data_sets = list(settings.data_sets) or sorted(str(d["id"]) for d in collections["dataSets"])
     roots = _subtree_roots(settings, collections["organisationUnits"])
+    if window is not None:
+        yield from _read_window(client, settings, data_sets, roots, collections, window, base)
+        return
     since = _since(cursor, settings.overlap)
     # A full pull asks for the whole period range; an incremental one for what changed.
     ranges: list[tuple[date, date] | None] = (
@@ -230,3 +248,39 @@ def read_api(
                     client.url("api/completeDataSetRegistrations"),
                     {**base, "lastUpdated": latest} if latest else base,
                 )
+
+
+def _read_window(
+    client: HttpClient,
+    settings: Dhis2ApiSettings,
+    data_sets: list[str],
+    roots: list[str],
+    collections: dict[str, list[Record]],
+    window: PeriodRangeOf,
+    cursor: dict[str, Any],
+) -> Iterator[Page]:
+    period_types = {str(d["id"]): d.get("period_type") for d in collections["dataSets"]}
+    ranges: dict[str, tuple[date, date]] = {}
+    for data_set in data_sets:
+        period_type = period_types.get(data_set)
+        if not period_type:
+            raise SourceFormatError(
+                f"{client.source}: {client.url('api/dataSets')}",
+                f"data set {data_set} is not in the metadata or has no periodType, so its "
+                "periods in the window cannot be worked out",
+                field="periodType",
+            )
+        ranges[data_set] = window(str(period_type))
+    for data_set in data_sets:
+        for org_unit in roots:
+            records = fetch_data_values(
+                client, settings, data_set, org_unit, since=None, period_range=ranges[data_set]
+            )
+            if records:
+                yield Page("data_values", records, client.url("api/dataValueSets"), cursor)
+    for data_set in data_sets:
+        for org_unit in roots:
+            records = fetch_registrations(client, data_set, org_unit, ranges[data_set])
+            if records:
+                origin = client.url("api/completeDataSetRegistrations")
+                yield Page(REGISTRATIONS.entity, records, origin, cursor)

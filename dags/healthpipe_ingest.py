@@ -12,6 +12,13 @@ One DAG per enabled source in `healthpipe.yml` (`$HEALTHPIPE_CONFIG`), named
 3. **data_docs** renders the validation results and updates the source's Asset
    (`healthpipe://warehouse/raw/<source>`), which schedules the transform DAG.
 
+A scheduled run pulls what changed since the source's cursor. A **backfill** run
+(`airflow backfill create`) pulls its data interval instead: the DHIS2 periods overlapping
+it, landed with the usual upsert, validated and reconciled, and the cursor is not moved. A
+manual run does the same with the param `window`: `FIRST/LAST` dates (`2025-03-01/2025-03-31`)
+or `interval` (the run's data interval). Window pulls are built for DHIS2 Web API sources;
+for any other source such a run fails at once saying so.
+
 Credentials come from the environment variables the config names or, when unset, from the
 Airflow connection `healthpipe_<source>` (login, password); they are masked in task logs.
 Tasks writing a DuckDB warehouse share the one-slot pool `healthpipe_duckdb`.
@@ -32,9 +39,10 @@ from _wiring import (
     source_asset,
     use_source_credentials,
 )
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from pipelines.config import SourceConfig
+from pipelines.orchestration import WINDOW_PARAM, run_window
 
 
 def ingest_dag(source: SourceConfig) -> None:
@@ -51,6 +59,15 @@ def ingest_dag(source: SourceConfig) -> None:
         doc_md=__doc__,
         default_args=default_args(source.name),
         deadline=deadline(dag_id, source.name),
+        params={
+            WINDOW_PARAM: Param(
+                None,
+                type=["null", "string"],
+                description="Pull only these days' periods, cursor untouched: FIRST/LAST "
+                "ISO dates, or 'interval' for the run's data interval. Empty: what changed "
+                "since the cursor (backfill runs always pull their data interval).",
+            )
+        },
     )
     def ingest() -> None:
         @task
@@ -65,6 +82,12 @@ def ingest_dag(source: SourceConfig) -> None:
 
             context = get_current_context()
             context["pull_label"] = pull["label"]  # type: ignore[typeddict-unknown-key]
+            window = run_window(
+                str(context["dag_run"].run_type),
+                context["params"].get(WINDOW_PARAM),
+                context.get("data_interval_start"),
+                context.get("data_interval_end"),
+            )
             settings = config()
             use_source_credentials(settings.source(source.name))
             return ingest_pull(
@@ -72,6 +95,7 @@ def ingest_dag(source: SourceConfig) -> None:
                 source.name,
                 Pull(label=pull["label"], org_units=pull["org_units"]),
                 run_id=run_id(context),
+                window=window,
             )
 
         @task(outlets=[source_asset(source.name)])

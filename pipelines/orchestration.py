@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypedDict
 
 from pipelines.config import HealthpipeConfig, SourceConfig
 from pipelines.errors import ConfigError
+from pipelines.window import Window
 
 # DAG files import this module while they are parsed, so the warehouse, connectors and
 # pandas are imported inside the functions that run in tasks.
@@ -59,9 +61,17 @@ def chunk_cursor_key(source: SourceConfig, org_units: list[str]) -> str:
 
 
 def ingest_pull(
-    config: HealthpipeConfig, source_name: str, pull: Pull, *, run_id: str
+    config: HealthpipeConfig,
+    source_name: str,
+    pull: Pull,
+    *,
+    run_id: str,
+    window: Window | None = None,
 ) -> dict[str, int]:
-    """Extract, land and validate one pull; returns records received per entity."""
+    """Extract, land and validate one pull; returns records received per entity.
+
+    With ``window``, only the periods overlapping those days are pulled and no cursor moves
+    (see :func:`pipelines.run.ingest_source`)."""
     from pipelines.run import ingest_source, open_warehouse
 
     source = config.source(source_name)
@@ -74,8 +84,40 @@ def ingest_pull(
         cursor_key = chunk_cursor_key(source, pull["org_units"])
         source = source.model_copy(update={"org_units": pull["org_units"]})
     with open_warehouse(config) as warehouse:
-        summary = ingest_source(warehouse, source, config, run_id=run_id, cursor_key=cursor_key)
+        summary = ingest_source(
+            warehouse, source, config, run_id=run_id, cursor_key=cursor_key, window=window
+        )
     return {entity: counts.received for entity, counts in summary.entities.items()}
+
+
+BACKFILL_RUN_TYPE = "backfill"
+"""Airflow 3's ``DagRun.run_type`` for runs made by ``airflow backfill create`` or the
+backfill REST API."""
+WINDOW_PARAM = "window"
+"""A DAG run parameter: ``FIRST/LAST`` dates to pull, or ``interval`` for the run's own data
+interval."""
+
+
+def run_window(
+    run_type: str,
+    window_param: str | None,
+    interval_start: datetime | None,
+    interval_end: datetime | None,
+) -> Window | None:
+    """What a DAG run pulls: its data interval when it is a backfill or asks for
+    ``window=interval``, the dates ``window=FIRST/LAST`` names, or (None) everything new
+    since the cursor, as a scheduled run does."""
+    param = (window_param or "").strip()
+    if param and param != "interval":
+        return Window.parse(param)
+    if not param and run_type != BACKFILL_RUN_TYPE:
+        return None
+    if interval_start is None or interval_end is None:
+        raise ConfigError(
+            f"a {run_type} run asked to pull its data interval, but it has none "
+            f"(pass {WINDOW_PARAM}=FIRST/LAST dates instead)"
+        )
+    return Window.of_interval(interval_start, interval_end)
 
 
 ConnectionLookup = Callable[[str], Mapping[str, Any] | None]

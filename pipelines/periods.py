@@ -186,3 +186,52 @@ def period_type_of(period_id: str | None) -> str | None:
         return parse_period(period_id).period_type
     except PeriodError:
         return None
+
+
+# Period types that start on the first of a month: type -> (months long, first month of the
+# first period of a calendar year).
+_MONTH_BASED: dict[str, tuple[int, int]] = {
+    "Monthly": (1, 1),
+    "BiMonthly": (2, 1),
+    "Quarterly": (3, 1),
+    "SixMonthly": (6, 1),
+    "SixMonthlyApril": (6, 4),
+    "Yearly": (12, 1),
+    **{period_type: (12, month) for period_type, month in FINANCIAL_YEARS.values()},
+}
+
+
+def period_bounds(period_type: str, day: date) -> tuple[date, date]:
+    """First and last day of the period of ``period_type`` that holds ``day``."""
+    if period_type == "Daily":
+        return day, day
+    weekdays = dict(WEEK_FLAVOURS.values())
+    if period_type in weekdays:
+        start = day - timedelta(days=(day.isoweekday() - weekdays[period_type]) % 7)
+        return start, start + timedelta(days=6)
+    if period_type == "BiWeekly":
+        monday = day - timedelta(days=day.isoweekday() - 1)
+        # Bi-weeks pair ISO weeks 1-2, 3-4, ...; week 53 is in none and stands alone.
+        week = monday.isocalendar().week
+        if week == 53:
+            return monday, monday + timedelta(days=6)
+        start = monday - timedelta(weeks=(week - 1) % 2)
+        return start, start + timedelta(days=13)
+    if period_type in _MONTH_BASED:
+        months, first_month = _MONTH_BASED[period_type]
+        index = day.year * 12 + day.month - 1
+        offset = (index - (first_month - 1)) % months
+        year, month = _add_months(day.year, day.month, -offset)
+        end_year, end_month = _add_months(year, month, months - 1)
+        return date(year, month, 1), _month_end(end_year, end_month)
+    raise PeriodError(
+        f"{period_type!r} is not a DHIS2 period type (one of {', '.join(PERIOD_TYPES)})"
+    )
+
+
+def covering_range(period_type: str, first: date, last: date) -> tuple[date, date]:
+    """The smallest date range holding every period of ``period_type`` that overlaps the
+    days ``first`` to ``last`` (inclusive): a DHIS2 ``startDate``/``endDate`` query returns
+    only periods lying wholly inside its range, so asking for exactly this range returns
+    exactly the overlapping periods."""
+    return period_bounds(period_type, first)[0], period_bounds(period_type, last)[1]

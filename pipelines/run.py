@@ -29,6 +29,7 @@ from pipelines.audit import (
     utc_now,
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
+from pipelines.errors import ConfigError
 from pipelines.indicators import (
     check_operands,
     known_data_elements,
@@ -39,7 +40,7 @@ from pipelines.land import land_records
 from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
 from pipelines.sources import adapter_for, raw_table
-from pipelines.sources.base import SourceAdapter
+from pipelines.sources.base import SourceAdapter, WindowedAdapter
 from pipelines.transform import (
     DbtOutcome,
     FreshnessResult,
@@ -49,6 +50,7 @@ from pipelines.transform import (
 )
 from pipelines.validate import DataDocs, build_data_docs, validate_pending
 from pipelines.warehouse import Warehouse
+from pipelines.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ def ingest_source(
     full_refresh: bool = False,
     on_page: PageCallback | None = None,
     cursor_key: str | None = None,
+    window: Window | None = None,
 ) -> SourceSummary:
     """Extract one source page by page; land and validate each page before the next.
 
@@ -184,6 +187,10 @@ def ingest_source(
     of a source (one chunk of a DHIS2 org-unit list) must not move the others' cursor. The
     whole pull is one ``extract`` step in ``audit.pipeline_runs``, recorded even when nothing
     was new, so ``healthpipe status`` can tell a quiet source from one that was not pulled.
+
+    ``window`` pulls only the periods overlapping those days (a backfill; DHIS2 Web API
+    sources) and leaves the cursor alone: the next incremental pull must still see every
+    change since its cursor, and the window's data may be older than it.
     """
     with record_step(warehouse, run_id, "extract", source=source.name) as step:
         summary = _ingest_pages(
@@ -194,6 +201,7 @@ def ingest_source(
             full_refresh=full_refresh,
             on_page=on_page,
             cursor_key=cursor_key,
+            window=window,
         )
         entities = summary.entities.values()
         step.rows_in = sum(c.received for c in entities)
@@ -213,6 +221,7 @@ def _ingest_pages(
     full_refresh: bool,
     on_page: PageCallback | None,
     cursor_key: str | None,
+    window: Window | None,
 ) -> SourceSummary:
     adapter = adapter_for(source.type)
     cursor_entity = cursor_key or adapter.cursor_entity
@@ -222,9 +231,16 @@ def _ingest_pages(
         if adapter.patient_level
         else None
     )
-    cursor = None if full_refresh else load_cursor(warehouse, source.name, cursor_entity)
     summary = SourceSummary(source=source.name)
-    pages = coalesce_pages(_counted(adapter.pages(source, cursor, config), summary), LANDING_BATCH)
+    if window is None:
+        cursor = None if full_refresh else load_cursor(warehouse, source.name, cursor_entity)
+        source_pages = adapter.pages(source, cursor, config)
+        pull = "full pull" if cursor is None else "incremental pull"
+    else:
+        cursor = None
+        source_pages = _window_pages(adapter, source, window, config)
+        pull = f"window pull {window}"
+    pages = coalesce_pages(_counted(source_pages, summary), LANDING_BATCH)
     for number, page in enumerate(pages, start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"
@@ -244,7 +260,8 @@ def _ingest_pages(
                     extracted_at=now,
                     now=now,
                 )
-                save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
+                if window is None:
+                    save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin
@@ -276,12 +293,22 @@ def _ingest_pages(
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
-    pull = "full" if cursor is None else "incremental"
     for entity, entity_counts in summary.entities.items():
-        if pull == "full":
+        if pull == "full pull":
             _check_volume(warehouse, run_id, source.name, entity, entity_counts.received)
         _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts, pull)
     return summary
+
+
+def _window_pages(
+    adapter: SourceAdapter, source: SourceConfig, window: Window, config: HealthpipeConfig
+) -> Iterator[Page]:
+    if not isinstance(adapter, WindowedAdapter):
+        raise ConfigError(
+            f"source {source.name}: a window pull ({window}) is built for DHIS2 Web API "
+            f"sources only, not {source.type} sources; run a normal pull instead"
+        )
+    return adapter.window_pages(source, window, config)
 
 
 VOLUME_HISTORY = 5
@@ -338,7 +365,7 @@ def _record_reconciliation(
     source: str,
     entity: str,
     counts: EntityCounts,
-    pull: str = "full",
+    pull: str = "full pull",
 ) -> None:
     """One ``reconcile`` row per source and entity: received = landed clean + quarantined +
     duplicates collapsed. A mismatch is recorded as failed (something was lost)."""
@@ -346,7 +373,7 @@ def _record_reconciliation(
     step.rows_in, step.rows_out = counts.received, counts.clean
     step.rows_quarantined, step.rows_duplicate = counts.quarantined, counts.duplicates
     step.message = (
-        f"{pull} pull: received {counts.received} = landed {counts.clean} + quarantined "
+        f"{pull}: received {counts.received} = landed {counts.clean} + quarantined "
         f"{counts.quarantined} + duplicates {counts.duplicates}"
     )
     if not counts.reconciles:

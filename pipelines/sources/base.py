@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -12,6 +12,7 @@ from pipelines.config import HealthpipeConfig, SourceConfig
 from pipelines.privacy import Pseudonymiser
 from pipelines.tables import RawTable
 from pipelines.warehouse import Warehouse
+from pipelines.window import Window
 
 
 class SourceAdapter(Protocol):
@@ -47,6 +48,17 @@ class SourceAdapter(Protocol):
         self, entity: str, frame: pd.DataFrame, references: Mapping[str, Any]
     ) -> pd.DataFrame:
         """Add helper columns the entity's suite checks (the raw rows are not changed)."""
+        ...
+
+
+@runtime_checkable
+class WindowedAdapter(Protocol):
+    """A source type that can be pulled for a window of past days without its cursor."""
+
+    def window_pages(
+        self, source: SourceConfig, window: Window, config: HealthpipeConfig
+    ) -> Iterator[Page]:
+        """The records of ``window`` only, as pages whose cursors must not be saved."""
         ...
 
 

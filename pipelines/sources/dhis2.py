@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
 
 from connectors import dhis2 as dhis2_connector
 from connectors.base import Cursor, Page, Record
-from connectors.dhis2_api import DEFAULT_START, Dhis2ApiSettings, read_api
+from connectors.dhis2_api import DEFAULT_START, Dhis2ApiSettings, PeriodRangeOf, read_api
 from connectors.http import Credentials, HttpClient
 from pipelines.config import HealthpipeConfig, SourceConfig
-from pipelines.periods import parse_period, period_type_of
+from pipelines.errors import ConfigError
+from pipelines.periods import PeriodError, covering_range, parse_period, period_type_of
 from pipelines.privacy import Pseudonymiser
 from pipelines.tables import RawTable, text_columns
 from pipelines.warehouse import Warehouse
+from pipelines.window import Window
 
 NUMERIC_VALUE_TYPES = (
     "NUMBER",
@@ -164,7 +166,35 @@ class Dhis2Adapter:
             )
         return self._read_api(source, cursor)
 
-    def _read_api(self, source: SourceConfig, cursor: Cursor | None) -> Iterator[Page]:
+    def window_pages(
+        self, source: SourceConfig, window: Window, config: HealthpipeConfig
+    ) -> Iterator[Page]:
+        """The data values and registrations of every period overlapping ``window`` (and
+        the metadata, whole, to validate them against); the cursor is neither read nor moved.
+
+        Only the Web API can be asked for periods; a file drop holds what was dropped."""
+        if source.base_url is None:
+            raise ConfigError(
+                f"source {source.name}: a window pull ({window}) needs a DHIS2 Web API source "
+                "(base_url); a folder of payloads cannot be asked for periods: drop the "
+                "periods' files again instead"
+            )
+
+        def period_range(period_type: str) -> tuple[date, date]:
+            try:
+                return covering_range(period_type, window.first, window.last)
+            except PeriodError as exc:
+                raise ConfigError(f"source {source.name}: window {window}: {exc}") from None
+
+        return self._read_api(source, None, window=period_range)
+
+    def _read_api(
+        self,
+        source: SourceConfig,
+        cursor: Cursor | None,
+        *,
+        window: PeriodRangeOf | None = None,
+    ) -> Iterator[Page]:
         credentials = Credentials.from_env(
             os.environ,
             username_env=source.username_env,
@@ -189,7 +219,7 @@ class Dhis2Adapter:
             credentials=credentials,
             timeout=(10.0, source.timeout_seconds),
         ) as client:
-            yield from read_api(client, settings, cursor)
+            yield from read_api(client, settings, cursor, window=window)
 
     def prepare(
         self, entity: str, records: Sequence[Record], pseudonymiser: Pseudonymiser | None

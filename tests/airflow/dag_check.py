@@ -1,7 +1,8 @@
 """Runs in a fresh process with its own AIRFLOW_HOME (Airflow reads its config at import):
 loads the DAG folder into a DagBag and, with ``--run DAG_ID[,DAG_ID...]``, executes those DAGs
 one after the other with dag.test() (Asset schedules do not fire under dag.test, so the test
-names the chain). Writes what it found as JSON to the path given as the first argument."""
+names the chain); ``--conf DAG_ID=JSON`` passes that DAG's run a conf. Writes what it found
+as JSON to the path given as the first argument."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def main() -> None:
         from airflow.sdk.log import configure_logging
 
         configure_logging()
+    confs: dict[str, Any] = {}
+    for index, arg in enumerate(sys.argv):
+        if arg == "--conf":
+            dag_id, _, conf = sys.argv[index + 1].partition("=")
+            confs[dag_id] = json.loads(conf)
     if "--run" in sys.argv:
         for dag_id in sys.argv[sys.argv.index("--run") + 1].split(","):
             dag = bag.get_dag(dag_id)
@@ -61,7 +67,7 @@ def main() -> None:
             # ('dict' object has no attribute 'hex'). The scheduler path (make airflow-check)
             # runs them for real; here they are left out.
             dag.deadline = None
-            run = dag.test()
+            run = dag.test(run_conf=confs.get(dag_id))
             report["states"][dag_id] = str(run.state)
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle)

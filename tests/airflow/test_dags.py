@@ -29,27 +29,6 @@ PROBE_DAGS = Path(__file__).with_name("probe_dags")
 CORE_DAGS = {"healthpipe_transform", "healthpipe_alerts", "healthpipe_bulletin"}
 
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    }
-    env.pop("HEALTHPIPE_WAREHOUSE", None)
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return env
-
-
 def check(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     """Run dag_check.py; returns its report and the process's log output."""
     out = tmp_path / "report.json"
