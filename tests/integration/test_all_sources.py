@@ -218,6 +218,22 @@ def test_exact_birth_dates_are_reduced_to_years(demo_run: Any) -> None:
     assert births and all(len(str(year)) == 4 for (year,) in births)
 
 
+def readme_sql_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    return [block.strip().rstrip(";") for block in re.findall(r"```sql\n(.*?)```", readme, re.S)]
+
+
+def test_readme_queries_run_as_written(demo_run: Any) -> None:
+    """Issue 6: the epidemiologists' example queries run as written on the demo warehouse
+    and answer something."""
+    result, _ = demo_run
+    blocks = readme_sql_blocks()
+    assert len(blocks) >= 5
+    with Warehouse.open(result.config.warehouse) as warehouse:
+        for block in blocks:
+            assert warehouse.fetchall(block), block
+
+
 PARITY_COLUMNS = (
     "indicator_id, domain, org_unit_id, org_unit_level, period_id, period_type, "
     "numerator, denominator, factor, value"
@@ -252,6 +268,9 @@ def test_every_source_gives_the_same_indicators_on_postgres(
     query = f"select {PARITY_COLUMNS} from marts.indicator_values order by 1, 3, 5"
     with Warehouse.open(result.config.warehouse) as duck, Warehouse.open(postgres_url) as pg:
         on_duckdb, on_postgres = duck.fetchall(query), pg.fetchall(query)
+        # the README's queries are the same SQL on both engines
+        for block in readme_sql_blocks():
+            assert len(pg.fetchall(block)) == len(duck.fetchall(block)), block
     assert len(on_duckdb) > 1000
     assert {row[1] for row in on_duckdb} >= {
         "infrastructure", "workforce", "supply_chain", "health_information",

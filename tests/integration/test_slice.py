@@ -4,7 +4,6 @@ checked against numbers recomputed straight from the source files."""
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -229,20 +228,6 @@ def source_values_of(config: HealthpipeConfig) -> list[dict[str, Any]]:
     path = config.source("hmis").path
     assert path is not None
     return source_values(path)
-
-
-def readme_sql_blocks() -> list[str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"```sql\n(.*?)```", readme, flags=re.DOTALL)
-
-
-def test_readme_queries_run_as_written(slice_run: Any) -> None:
-    config = slice_run[0]
-    blocks = readme_sql_blocks()
-    assert len(blocks) >= 3
-    for block in blocks:
-        rows = query(config, block.strip().rstrip(";"))
-        assert rows, block
 
 
 def test_reporting_completeness_matches_the_registrations(
