@@ -27,6 +27,7 @@ from pipelines.audit import (
     utc_now,
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
+from pipelines.failpoints import failpoint
 from pipelines.indicators import (
     check_operands,
     known_data_elements,
@@ -186,7 +187,9 @@ def ingest_source(
                     extracted_at=now,
                     now=now,
                 )
+                failpoint("land.before_cursor")
                 save_cursor(warehouse, source.name, adapter.cursor_entity, page.cursor, run_id)
+            failpoint("land.after_commit")
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin
@@ -207,6 +210,7 @@ def ingest_source(
             )
             step.rows_in, step.rows_out = outcome.validated, outcome.valid
             step.rows_quarantined = outcome.quarantined
+        failpoint("validate.after")
         summary.pages += 1
         counts.received += landed.received
         counts.inserted += landed.inserted
@@ -218,12 +222,63 @@ def ingest_source(
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
+    _validate_leftovers(warehouse, adapter, source, config, run_id)
     pull = "full" if cursor is None else "incremental"
     for entity, entity_counts in summary.entities.items():
         if pull == "full":
             _check_volume(warehouse, run_id, source.name, entity, entity_counts.received)
         _record_reconciliation(warehouse, run_id, source.name, entity, entity_counts, pull)
     return summary
+
+
+def _validate_leftovers(
+    warehouse: Warehouse,
+    adapter: SourceAdapter,
+    source: SourceConfig,
+    config: HealthpipeConfig,
+    run_id: str,
+) -> None:
+    """Validate rows a killed run committed (with their cursor) but never validated.
+
+    Their files or pages are behind the cursor, so no later page of theirs will arrive to
+    trigger validation, and staging publishes only validated rows: left ``pending`` they
+    would be missing from the marts for good."""
+    for table in adapter.tables:
+        pending = warehouse.fetch_scalar(
+            f"select count(*) from {table.qualified_name} "
+            "where source_name = $source and validation_status = 'pending'",
+            {"source": source.name},
+        )
+        if not pending:
+            continue
+        batch_id = f"{run_id}:{source.name}:leftover:{table.entity}"
+        with record_step(
+            warehouse,
+            run_id,
+            "validate",
+            source=source.name,
+            entity=table.entity,
+            batch_id=batch_id,
+        ) as step:
+            references = adapter.references(warehouse, source.name, table.entity)
+            outcome = validate_pending(
+                warehouse,
+                table,
+                source.name,
+                references=references,
+                enrich=enricher(adapter, table.entity, references),
+                run_id=run_id,
+                batch_id=batch_id,
+                now=utc_now(),
+                docs=data_docs(config),
+            )
+            step.rows_in, step.rows_out = outcome.validated, outcome.valid
+            step.rows_quarantined = outcome.quarantined
+            step.message = f"{pending} rows left pending by an interrupted run"
+        log.warning(
+            "%s %s: validated %d rows an interrupted run had landed but not validated",
+            source.name, table.entity, outcome.validated,
+        )  # fmt: skip
 
 
 VOLUME_HISTORY = 5
@@ -320,6 +375,7 @@ def transform(config: HealthpipeConfig, *, run_id: str, quiet: bool = True) -> D
         warehouse.close()
     status = "failed"
     try:
+        failpoint("transform.before")
         outcome = run_dbt(["build"], dbt_env=dbt_env, state_dir=config.state_dir, quiet=quiet)
         step.rows_out = outcome.succeeded
         status = "success"
@@ -371,6 +427,7 @@ def run_pipeline(
     if any(source.pages for source in summary.sources):
         build_data_docs(data_docs(config))
     summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt)
+    failpoint("transform.after")
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
     return summary
