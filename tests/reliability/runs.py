@@ -173,6 +173,7 @@ def check_cursors(config_file: Path, every_file: dict[str, dict[str, str]]) -> C
     config = _config(config_file)
     done = behind = missing = 0
     with Warehouse.open(config.warehouse) as warehouse:
+        warehouse.ensure_schemas()  # a run killed at start-up may not have made them yet
         saved = {
             name: (load_cursor(warehouse, name, "files") or {}).get("files", {})
             for name, _, _ in FILE_SOURCES

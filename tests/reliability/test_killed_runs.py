@@ -49,6 +49,7 @@ def every_file(config_file: Path) -> dict[str, dict[str, str]]:
 
 def phase_of(config_file: Path) -> str:
     with Warehouse.open(load_config(str(config_file)).warehouse) as warehouse:
+        warehouse.ensure_schemas()  # a run killed at start-up may not have made them yet
         return killed_phase(warehouse)
 
 
