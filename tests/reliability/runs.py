@@ -118,7 +118,7 @@ def _config(config_file: Path) -> HealthpipeConfig:
     return load_config(str(config_file))
 
 
-def _keys_from_files(
+def keys_from_files(
     config: HealthpipeConfig, source_name: str, files: dict[str, str] | None
 ) -> dict[str, Counter[tuple[Any, ...]]]:
     """The natural keys the source's files hold, per raw table: every file, or (``files``,
@@ -189,7 +189,7 @@ def check_cursors(config_file: Path, every_file: dict[str, dict[str, str]]) -> C
         files = saved[name]
         done += len(files)
         complement = {k: v for k, v in every_file[name].items() if files.get(k) != v}
-        for table, keys in _keys_from_files(config, name, complement).items():
+        for table, keys in keys_from_files(config, name, complement).items():
             behind += len(keys)
             missing += sum(1 for key in keys if key not in raw[name][table])
     return CursorCheck(done, behind, missing)
@@ -213,7 +213,7 @@ def check_complete(config_file: Path) -> Completeness:
     expected_total = landed_total = missing = extra = duplicates = pending = groups = 0
     with Warehouse.open(config.warehouse) as warehouse:
         for name, kind, _ in FILE_SOURCES:
-            expected = _keys_from_files(config, name, None)
+            expected = keys_from_files(config, name, None)
             for table in adapter_for(kind).tables:
                 want = expected.get(table.qualified_name, Counter())
                 have = _raw_keys(warehouse, table.qualified_name, table.key, name)

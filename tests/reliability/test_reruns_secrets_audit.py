@@ -1,17 +1,22 @@
 """One small country run three times over the same interval (DHIS2 pulled from the sandbox
-over HTTP with a seeded password, HL7 and spreadsheet drops):
+over HTTP with a seeded password, HL7 and spreadsheet drops), then once more after late and
+corrected data arrived:
 
 - the raw and mart tables are identical after each run (row hashes over every table);
 - the seeded secret is nowhere: logs, every warehouse table, the database file, dbt's
   artifacts and logs, GX's store and the Data Docs;
-- every raw row's batch is attributable to a run, a source and a landing step in audit.
+- every raw row's batch is attributable to a run, a source and a landing step in audit;
+- a value updated at the very instant of the saved cursor is captured by the next run, and
+  corrections and deletions of past periods change the marts.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +27,7 @@ import pytest
 from pipelines.config import HealthpipeConfig, parse_config
 from pipelines.run import run_pipeline
 from pipelines.sandbox.auth import Credentials
-from pipelines.sandbox.server import start_sandbox
+from pipelines.sandbox.server import Sandbox, start_sandbox
 from pipelines.sources import all_raw_tables
 from pipelines.warehouse import Warehouse
 from tests.reliability.conftest import PSEUDONYM_KEY
@@ -44,6 +49,8 @@ class Reruns:
     snapshots: list[dict[str, tuple[int, str]]]
     logs: str
     run_ids: list[str]
+    sandbox: Sandbox
+    country: Path
 
 
 def snapshot(warehouse: Warehouse) -> dict[str, tuple[int, str]]:
@@ -76,6 +83,8 @@ def snapshot(warehouse: Warehouse) -> dict[str, tuple[int, str]]:
 @pytest.fixture(scope="module")
 def reruns(file_country: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reruns]:
     state = tmp_path_factory.mktemp("reruns")
+    country = state / "country"  # a copy: the late-data test adds an increment to it
+    shutil.copytree(file_country, country)
     collected: list[str] = []
 
     class Collect(logging.Handler):
@@ -90,7 +99,7 @@ def reruns(file_country: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {"REL_DHIS2_USER": "admin", "REL_DHIS2_PASSWORD": SECRET}
     with (
         pytest.MonkeyPatch.context() as patch,
-        start_sandbox(file_country, credentials=Credentials(dhis2_password=SECRET)) as sandbox,
+        start_sandbox(country, credentials=Credentials(dhis2_password=SECRET)) as sandbox,
     ):
         for name, value in {**env, "HEALTHPIPE_PSEUDONYM_KEY": PSEUDONYM_KEY}.items():
             patch.setenv(name, value)
@@ -106,9 +115,12 @@ def reruns(file_country: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                     "username_env": "REL_DHIS2_USER",
                     "password_env": "REL_DHIS2_PASSWORD",
                     "start_date": "2025-01-01",
+                    # no overlap window: a value stamped exactly at the cursor must still
+                    # be asked for (lastUpdated is inclusive)
+                    "overlap_seconds": 0,
                 },
-                {"name": "lab", "type": "hl7v2", "path": str(file_country / "hl7")},
-                {"name": "stock", "type": "tabular", "path": str(file_country / "tabular")},
+                {"name": "lab", "type": "hl7v2", "path": str(country / "hl7")},
+                {"name": "stock", "type": "tabular", "path": str(country / "tabular")},
             ],
         }
         config = parse_config(data, origin="reliability", base_dir=state, env=dict(env))
@@ -122,7 +134,7 @@ def reruns(file_country: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         finally:
             root.removeHandler(handler)
             root.setLevel(previous)
-    yield Reruns(config, snapshots, "\n".join(collected), run_ids)
+        yield Reruns(config, snapshots, "\n".join(collected), run_ids, sandbox, country)
 
 
 def test_three_runs_of_the_same_interval_give_identical_raw_and_marts(
@@ -225,4 +237,90 @@ def test_every_raw_row_is_attributable_to_a_run_source_and_batch(
         orphans,
         raw_rows=rows,
         unattributable=orphans,
+    )
+
+
+def mart_values(warehouse: Warehouse) -> dict[tuple[str, ...], str | None]:
+    rows = warehouse.fetchall(
+        "select data_element_id, period_id, org_unit_id, category_option_combo_id, "
+        "attribute_option_combo_id, value_text from marts.fct_data_values "
+        "where source = 'hmis' and not is_derived"
+    )
+    return {tuple(str(p) for p in row[:5]): row[5] for row in rows}
+
+
+def key_of(value: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        value["dataElement"],
+        value["period"],
+        value["orgUnit"],
+        value["categoryOptionCombo"],
+        value["attributeOptionCombo"],
+    )
+
+
+def test_late_and_corrected_data_change_the_marts_of_past_periods(
+    reruns: Reruns, results: Results
+) -> None:
+    """Runs after the module's other tests (it adds a run to the warehouse)."""
+    config = reruns.config
+    with Warehouse.open(config.warehouse) as warehouse:
+        cursor = json.loads(
+            str(
+                warehouse.fetch_scalar(
+                    "select cursor from audit.source_state where source_name = 'hmis'"
+                )
+            )
+        )
+        before = mart_values(warehouse)
+    stamp = cursor["lastUpdated"]
+    # a value of a past period changed at the very instant the cursor records
+    base = json.loads(
+        (reruns.country / "dhis2" / "dataValueSets" / "hmis_monthly_2025.json").read_text()
+    )
+    late = dict(base["dataValues"][0], value="987654", lastUpdated=stamp)
+    assert before[key_of(late)] != "987654"
+    increment = reruns.country / "increments" / "2" / "dhis2" / "dataValueSets"
+    increment.mkdir(parents=True)
+    (increment / "late.json").write_text(
+        json.dumps({"dataSet": base["dataSet"], "dataValues": [late]}), encoding="utf-8"
+    )
+    corrections = [
+        v
+        for path in (reruns.country / "increments" / "1" / "dhis2" / "dataValueSets").glob(
+            "*_2025.json"
+        )
+        for v in json.loads(path.read_text())["dataValues"]
+    ]
+    deleted = [key_of(v) for v in corrections if v.get("deleted")]
+    corrected = {key_of(v): v["value"] for v in corrections if not v.get("deleted")}
+    assert deleted and corrected
+    assert all(k in before for k in deleted)
+    reruns.sandbox.apply_increment(2)  # increments 1 (corrections, deletions) and 2 (late)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REL_DHIS2_USER", "admin")
+        patch.setenv("REL_DHIS2_PASSWORD", SECRET)
+        patch.setenv("HEALTHPIPE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+        run_pipeline(config)  # incremental: from the saved cursor
+    with Warehouse.open(config.warehouse) as warehouse:
+        after = mart_values(warehouse)
+    assert after[key_of(late)] == "987654"
+    still_there = [k for k in deleted if k in after]
+    wrong = [k for k, v in corrected.items() if after.get(k) != v]
+    assert still_there == [] and wrong == []
+    changed_periods = sorted(
+        {k[1] for k in after.keys() ^ before.keys()}
+        | {k[1] for k in after.keys() & before.keys() if after[k] != before[k]}
+    )
+    assert "202512" in changed_periods or "202501" in changed_periods
+    results.record(
+        "late and corrected data",
+        "a value updated at the saved cursor's instant (overlap 0); corrections and "
+        "deletions of a past period (DHIS2 sandbox increment 1)",
+        1 + len(corrected) + len(deleted),
+        1 - int(after[key_of(late)] == "987654") + len(still_there) + len(wrong),
+        late_value_captured=True,
+        corrections_applied=len(corrected),
+        deletions_applied=len(deleted),
+        past_periods_changed=changed_periods,
     )
