@@ -214,7 +214,8 @@ def test_schema_drift_is_kept_reported_or_refused_and_other_sources_go_on(
     assert any(t == "dhis2__data_values" and "period" in f for t, _, f in held), held
     assert any(t == "dhis2__data_values" and "value" in f for t, _, f in held), held
     assert any(
-        t == "tabular__workforce" and "filled_posts" in reason for (t, _, _), reason in held.items()
+        t == "tabular__workforce" and "filled_posts" in reason and "supplier_note" in reason
+        for (t, _, _), reason in held.items()
     ), held
     assert sheet_rows and all(status == "quarantined" for status, _ in sheet_rows)
     assert all("supplier_note" in str(extras) for _, extras in sheet_rows)
