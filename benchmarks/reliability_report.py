@@ -51,7 +51,9 @@ without an audit trail) after the fault and the recovery the test describes.
 def _figures(figures: dict[str, Any]) -> str:
     parts = []
     for key, value in figures.items():
-        if isinstance(value, dict):
+        if value in ({}, []):
+            value = "none"
+        elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
             value = "; ".join(str(v) for v in value)
@@ -68,10 +70,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     if recorded:
         lines.append(f"Recorded {recorded[0]} to {recorded[-1]} (UTC).\n")
     total_lost = sum(int(row["lost"]) for row in rows)
-    lines.append(
-        f"**{len(rows)} fault scenarios, {sum(int(r['times']) for r in rows):,} injections, "
-        f"lost: {total_lost}.**\n"
-    )
+    lines.append(f"**{len(rows)} scenarios, lost in all: {total_lost}.**\n")
     for area in [*AREAS, *sorted(set(by_area) - set(AREAS))]:
         if area not in by_area:
             continue

@@ -136,7 +136,7 @@ def test_hostile_workbooks_are_refused_in_bounded_memory_and_time(
         case,
         1,
         0,
-        refused=str(error).split(": ", 1)[-1][:90],
+        refused_because=message,
         peak_python_memory_mib=round(peak / 2**20, 2),
         seconds=round(seconds, 2),
     )

@@ -6,6 +6,7 @@ committed, and whatever eventually arrives arrives once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import tracemalloc
@@ -55,13 +56,8 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def expected_keys(country: Path) -> set[tuple[str, ...]]:
     """What a DHIS2 server holding the files would serve (values it cannot hold, for an
     unknown org unit or an impossible period, never arrive through the API)."""
-    units = {
-        line.split('"id": "')[1][:11]
-        for line in (country / "dhis2" / "metadata" / "organisationUnits.json")
-        .read_text()
-        .split("\n")
-        if '"id": "' in line
-    }
+    metadata = country / "dhis2" / "metadata" / "organisationUnits.json"
+    units = {unit["id"] for unit in json.loads(metadata.read_text())["organisationUnits"]}
     keys = set()
     for v in iter_data_values(country):
         if v.get("orgUnit") in units and is_period(v["period"]):
