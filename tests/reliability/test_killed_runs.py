@@ -114,6 +114,7 @@ def test_killed_at_each_failpoint_then_completed(
     )
 
 
+@pytest.mark.timeout(4 * 3600)  # 50 kill points take most of an hour on a small machine
 def test_killed_at_random_moments_then_completed(
     file_country: Path, tmp_path: Path, results: Results
 ) -> None:
