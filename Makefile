@@ -10,7 +10,7 @@ EXTRAS := dev,postgres,airflow
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo docs test test-fast lint format typecheck lock bench clean airflow airflow-check
+.PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,6 +78,15 @@ test: $(STAMP) browser lint ## lint, type-check and run the whole test suite
 
 test-fast: $(STAMP) ## the unit tests only
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+RELIABILITY_RESULTS := benchmarks/results/reliability.jsonl
+
+reliability: $(STAMP) ## the fault and abuse suite in full (50 kill points, a real PostgreSQL restart); rewrites RELIABILITY.md
+	rm -f $(RELIABILITY_RESULTS)
+	HEALTHPIPE_KILL_POINTS=50 HEALTHPIPE_RELIABILITY_PG_RESTART=1 \
+	  HEALTHPIPE_RELIABILITY_RESULTS=$(RELIABILITY_RESULTS) \
+	  $(PY) -m pytest -m reliability $(PYTEST_ARGS)
+	$(PY) -m benchmarks.reliability_report $(RELIABILITY_RESULTS) RELIABILITY.md
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy on connectors/ and pipelines/
 	$(VENV)/bin/ruff check .

@@ -362,6 +362,9 @@ def load_json(path: Path, origin: str) -> Any:
         ) from exc
     except UnicodeDecodeError as exc:
         raise SourceFormatError(origin, f"not UTF-8 text: {exc.reason}") from exc
+    except RecursionError:
+        # no DHIS2 payload nests more than a few levels; this one is hostile or broken
+        raise SourceFormatError(origin, "JSON nested deeper than the parser allows") from None
 
 
 def file_fingerprint(path: Path) -> str:

@@ -461,6 +461,10 @@ def ndjson_lines(text: str, origin: str) -> Iterator[tuple[int, Any]]:
             continue
         try:
             yield number, json.loads(line)
+        except RecursionError:
+            raise SourceFormatError(
+                origin, f"line {number}: JSON nested deeper than the parser allows"
+            ) from None
         except ValueError:
             if number == len(lines):
                 raise TruncatedResponse(

@@ -6,6 +6,9 @@
   HTTP date) is honoured instead of the backoff when the server gives one.
 - Other 4xx answers cannot succeed by retrying and fail at once (401/403 say which
   environment variables hold the credentials, never their values).
+- Bodies are streamed and refused past ``max_body_bytes`` (announced or as they arrive, after
+  decompression) without being held whole; JSON nested too deeply for the parser, or a body
+  in XML or HTML where JSON was asked for, fails at once with a message naming the URL.
 - Credentials come from environment variables named in the config; they are sent as HTTP
   headers only and never appear in logs, errors or results.
 """
@@ -44,6 +47,21 @@ class SourceHTTPError(SourceError):
 
 class SourceAuthError(SourceHTTPError):
     """401 or 403: the credentials were refused (not retried)."""
+
+
+class ResponseRefused(SourceHTTPError):
+    """The body is too large, too deeply nested or not the format asked for (not retried:
+    asking again brings the same body)."""
+
+
+class UnexpectedContent(Exception):
+    """Raised by a body parser for a body that retrying cannot fix."""
+
+
+DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
+"""Larger than any page a source should send (the biggest are DHIS2 data value sets of a
+whole district-year); a deployment with bigger bulk files raises it per client."""
+_CHUNK = 1 << 16
 
 
 class TruncatedResponse(SourceError):
@@ -151,6 +169,7 @@ class HttpClient:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.source = source
@@ -159,6 +178,7 @@ class HttpClient:
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.max_body_bytes = max_body_bytes
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.credentials.apply(self.session)
@@ -211,8 +231,10 @@ class HttpClient:
                     data=data,
                     json=json_body,
                     timeout=self.timeout,
+                    stream=True,
                 )
                 if response.status_code in RETRY_STATUSES:
+                    response.close()
                     wait = retry_after_seconds(response.headers.get("Retry-After"))
                     if wait is not None and wait > self.policy.max_retry_after:
                         raise SourceHTTPError(
@@ -222,12 +244,21 @@ class HttpClient:
                         )
                     last_problem = f"HTTP {response.status_code}"
                 elif response.status_code >= 400:
+                    self._read_body(response, method, shown)
                     raise self._error(method, shown, response)
                 else:
+                    self._read_body(response, method, shown)
                     if parse is None:
                         return response
                     try:
                         return parse(response)
+                    except RecursionError:
+                        raise ResponseRefused(
+                            f"{self.source}: {method} {shown}: the JSON body nests deeper than "
+                            "the parser allows; refused"
+                        ) from None
+                    except UnexpectedContent as exc:
+                        raise ResponseRefused(f"{self.source}: {method} {shown}: {exc}") from None
                     except (ValueError, requests.exceptions.ChunkedEncodingError) as exc:
                         last_problem = f"unreadable or cut-off body ({_first_line(str(exc), 120)})"
             except requests.exceptions.ChunkedEncodingError as exc:
@@ -248,6 +279,26 @@ class HttpClient:
             f"{self.source}: {method} {shown} still failing after {self.policy.attempts} "
             f"attempts: {last_problem}"
         )
+
+    def _read_body(self, response: requests.Response, method: str, shown: str) -> None:
+        """Read a streamed body into the response, refusing it once it passes
+        ``max_body_bytes``: memory stays bounded by the limit, whatever the server sends."""
+        limit = self.max_body_bytes
+        announced = response.headers.get("Content-Length", "")
+        too_large = (
+            f"{self.source}: {method} {shown}: the response is larger than the "
+            f"{limit:,} bytes allowed (max_body_bytes); refused"
+        )
+        if announced.isdigit() and int(announced) > limit:
+            response.close()
+            raise ResponseRefused(too_large, response.status_code)
+        body = bytearray()
+        for chunk in response.iter_content(_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                response.close()
+                raise ResponseRefused(too_large, response.status_code)
+        response._content = bytes(body)  # what .content and .text return from now on
 
     def _error(self, method: str, shown: str, response: requests.Response) -> SourceHTTPError:
         status = response.status_code
@@ -301,4 +352,7 @@ def read_complete_text(response: requests.Response) -> str:
 
 
 def read_json(response: requests.Response) -> Any:
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if "xml" in kind or "html" in kind:
+        raise UnexpectedContent(f"answered {kind or 'markup'} where JSON was expected; refused")
     return json.loads(read_complete_text(response))

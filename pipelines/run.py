@@ -30,6 +30,7 @@ from pipelines.audit import (
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
 from pipelines.errors import ConfigError
+from pipelines.failpoints import failpoint
 from pipelines.indicators import (
     check_operands,
     known_data_elements,
@@ -260,8 +261,10 @@ def _ingest_pages(
                     extracted_at=now,
                     now=now,
                 )
+                failpoint("land.before_cursor")
                 if window is None:
                     save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
+            failpoint("land.after_commit")
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin
@@ -282,6 +285,7 @@ def _ingest_pages(
             )
             step.rows_in, step.rows_out = outcome.validated, outcome.valid
             step.rows_quarantined = outcome.quarantined
+        failpoint("validate.after")
         summary.pages += 1
         counts.received += landed.received
         counts.inserted += landed.inserted
@@ -293,6 +297,7 @@ def _ingest_pages(
         counts.validated += outcome.validated
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
+    _validate_leftovers(warehouse, adapter, source, config, run_id)
     for entity, entity_counts in summary.entities.items():
         if pull == "full pull":
             _check_volume(warehouse, run_id, source.name, entity, entity_counts.received)
@@ -309,6 +314,56 @@ def _window_pages(
             f"sources only, not {source.type} sources; run a normal pull instead"
         )
     return adapter.window_pages(source, window, config)
+
+
+def _validate_leftovers(
+    warehouse: Warehouse,
+    adapter: SourceAdapter,
+    source: SourceConfig,
+    config: HealthpipeConfig,
+    run_id: str,
+) -> None:
+    """Validate rows a killed run committed (with their cursor) but never validated.
+
+    Their files or pages are behind the cursor, so no later page of theirs will arrive to
+    trigger validation, and staging publishes only validated rows: left ``pending`` they
+    would be missing from the marts for good."""
+    for table in adapter.tables:
+        pending = warehouse.fetch_scalar(
+            f"select count(*) from {table.qualified_name} "
+            "where source_name = $source and validation_status = 'pending'",
+            {"source": source.name},
+        )
+        if not pending:
+            continue
+        batch_id = f"{run_id}:{source.name}:leftover:{table.entity}"
+        with record_step(
+            warehouse,
+            run_id,
+            "validate",
+            source=source.name,
+            entity=table.entity,
+            batch_id=batch_id,
+        ) as step:
+            references = adapter.references(warehouse, source.name, table.entity)
+            outcome = validate_pending(
+                warehouse,
+                table,
+                source.name,
+                references=references,
+                enrich=enricher(adapter, table.entity, references),
+                run_id=run_id,
+                batch_id=batch_id,
+                now=utc_now(),
+                docs=data_docs(config),
+            )
+            step.rows_in, step.rows_out = outcome.validated, outcome.valid
+            step.rows_quarantined = outcome.quarantined
+            step.message = f"{pending} rows left pending by an interrupted run"
+        log.warning(
+            "%s %s: validated %d rows an interrupted run had landed but not validated",
+            source.name, table.entity, outcome.validated,
+        )  # fmt: skip
 
 
 VOLUME_HISTORY = 5
@@ -456,6 +511,7 @@ def transform(
     try:
         # The public layer's small-cell threshold comes from healthpipe.yml.
         variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
+        failpoint("transform.before")
         outcome = run_dbt(
             ["build", "--vars", variables],
             dbt_env=dbt_env,
@@ -528,6 +584,7 @@ def run_pipeline(
     )
     if not unchanged:
         summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
+        failpoint("transform.after")
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, inputs, summary.run_id, utc_now())
     with open_warehouse(config) as warehouse:

@@ -115,7 +115,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by folder, so `pytest -m unit` picks the fast ones."""
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e"):
+        for marker in ("unit", "integration", "e2e", "reliability"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
         if "airflow" in parts:
