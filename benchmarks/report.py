@@ -115,7 +115,7 @@ def memory(result: dict[str, Any]) -> tuple[float, str, bool | None]:
         "incremental_no_change",
         "incremental_1pct",
     )
-    peak = max(_stage(result, name)["peak_rss_mib"] for name in ours)
+    peak = max(_stage(result, name)["peak_rss_mib"] for name in ours if name in result["medians"])
     return peak, f"{peak / GIB:.2f} GiB", peak < 2 * GIB
 
 
@@ -187,6 +187,7 @@ STAGE_LABELS = {
     "limit_aggregate": "limit: the aggregation as one DuckDB query",
     "limit_validate": "limit: the checks as one DuckDB query",
     "limit_read_csv": "limit: DuckDB read_csv of the CSV export",
+    "incremental_after_alerts": "incremental run after the full refresh (its alerts are new)",
     "incremental_no_change": "incremental run, nothing changed",
     "incremental_1pct": "incremental run, 1% changed",
     "peer_pandas": "peer: requests + json + pandas into DuckDB",
