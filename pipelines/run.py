@@ -295,6 +295,10 @@ def _ingest_pages(
         counts.quarantined += landed.quarantined + outcome.quarantined
         counts.keyless += landed.quarantined
         counts.validated += outcome.validated
+        log.info(
+            "%s %s: %d records landed and validated (batch %s)",
+            source.name, page.entity, landed.received, batch_id,
+        )  # fmt: skip
         if on_page is not None:
             on_page(source.name, page.entity, landed.received)
     _validate_leftovers(warehouse, adapter, source, config, run_id)
