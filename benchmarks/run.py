@@ -225,9 +225,6 @@ def one_run(scale: Scale, folder: Path, base: str, workdir: Path) -> dict[str, A
     stages["limit_read_csv"] = run_stage(
         "limit_read_csv", csv_dir=str(folder / "dhis2_csv" / "dataValueSets")
     )
-    # The first run after a full refresh rebuilds if that run raised alerts (the 7-1-7
-    # marts read them); the second is the steady state with nothing new.
-    stages["incremental_after_alerts"] = run_stage("pipeline", **common, warehouse=warehouse)
     stages["incremental_no_change"] = run_stage("pipeline", **common, warehouse=warehouse)
     set_increment(base, 1)
     stages["incremental_1pct"] = run_stage("pipeline", **common, warehouse=warehouse)

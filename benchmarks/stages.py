@@ -108,13 +108,15 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
     summary = run_pipeline(config, full_refresh=bool(args.get("full_refresh")))
     seconds = time.perf_counter() - started
     with Warehouse.open(config.warehouse) as warehouse:
-        steps = dict(
-            warehouse.fetchall(
-                "select step, sum(extract(epoch from finished_at - started_at)) from audit.pipeline_runs "
-                "where run_id = $run group by step",
+        # (PostgreSQL answers numeric, DuckDB double: floats either way)
+        steps = {
+            str(step): float(seconds)
+            for step, seconds in warehouse.fetchall(
+                "select step, sum(extract(epoch from finished_at - started_at)) "
+                "from audit.pipeline_runs where run_id = $run group by step",
                 {"run": summary.run_id},
             )
-        )
+        }
         indicator_rows = warehouse.row_count("marts.indicator_values")
         raw_rows = warehouse.row_count("raw.dhis2__data_values")
     received = sum(c.received for s in summary.sources for c in s.entities.values())

@@ -500,14 +500,18 @@ def transform(
     run_id: str,
     quiet: bool = True,
     on_node: NodeCallback | None = None,
+    select: Sequence[str] = (),
 ) -> DbtOutcome:
-    """``dbt build`` on the configured warehouse, recorded in ``audit.pipeline_runs``.
+    """``dbt build`` on the configured warehouse (``select``: only those dbt selectors),
+    recorded in ``audit.pipeline_runs``.
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
     """
     warehouse = open_warehouse(config)
     try:
         step = start_step(warehouse, run_id, "transform")
+        if select:
+            step.message = "select " + " ".join(select)
         dbt_env = warehouse.dbt_env()
     finally:
         warehouse.close()
@@ -516,8 +520,9 @@ def transform(
         # The public layer's small-cell threshold comes from healthpipe.yml.
         variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
         failpoint("transform.before")
+        selection = ["--select", *select] if select else []
         outcome = run_dbt(
-            ["build", "--vars", variables],
+            ["build", *selection, "--vars", variables],
             dbt_env=dbt_env,
             state_dir=config.state_dir,
             quiet=quiet,
@@ -572,11 +577,7 @@ def run_pipeline(
             )
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
-        inputs = build_state.fingerprint(
-            warehouse,
-            [INDICATORS_DIR, *config.indicator_paths],
-            {**warehouse.dbt_env(), "small_cell_threshold": str(config.small_cell_threshold)},
-        )
+        inputs = _fingerprint(warehouse, config)
         unchanged = not full_refresh and inputs == build_state.last_fingerprint(warehouse)
         if unchanged:
             with record_step(warehouse, summary.run_id, "transform") as step:
@@ -589,11 +590,33 @@ def run_pipeline(
     if not unchanged:
         summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
         failpoint("transform.after")
-        with open_warehouse(config) as warehouse:
-            build_state.record_build(warehouse, inputs, summary.run_id, utc_now())
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
+        after_alerts = _fingerprint(warehouse, config)
+    if after_alerts != inputs:
+        # Alerting changed what the 7-1-7 marts read (new alerts, notifications): rebuild the
+        # models downstream of the alerts now, so a run's marts agree with its own alerts and
+        # the next run with nothing new changes nothing.
+        transform(
+            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, select=ALERT_MODELS
+        )
+    if after_alerts != inputs or not unchanged:
+        with open_warehouse(config) as warehouse:
+            build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
     return summary
+
+
+ALERT_MODELS = ("stg_healthpipe__alerts+",)
+"""The models that read the alert records (the 7-1-7 timeliness and what depends on it)."""
+
+
+def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:
+    """What the models read now (see :mod:`pipelines.build_state`)."""
+    return build_state.fingerprint(
+        warehouse,
+        [INDICATORS_DIR, *config.indicator_paths],
+        {**warehouse.dbt_env(), "small_cell_threshold": str(config.small_cell_threshold)},
+    )
 
 
 @dataclass

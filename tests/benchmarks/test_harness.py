@@ -34,8 +34,7 @@ def test_every_stage_ran_and_reported(harness_result: dict[str, object]) -> None
     assert isinstance(medians, dict)
     expected = {
         "extract_json", "extract_csv", "full_refresh", "limit_aggregate", "limit_validate",
-        "limit_read_csv", "incremental_after_alerts", "incremental_no_change", "incremental_1pct",
-        "peer_pandas", "peer_dlt",
+        "limit_read_csv", "incremental_no_change", "incremental_1pct", "peer_pandas", "peer_dlt",
     }  # fmt: skip
     assert set(medians) == expected
     for name, stage in medians.items():
