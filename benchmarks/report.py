@@ -200,7 +200,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
     lines = [
         f"## Scale {result['scale']}",
         "",
-        f"{result['runs']} runs, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"{result['runs']} run{'s' if result['runs'] != 1 else ''}, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}; recorded {result['recorded_at']}; the harness took "
         f"{result['harness_seconds'] / 60:.1f} min.",
         "",
@@ -217,8 +217,8 @@ def scale_section(result: dict[str, Any]) -> list[str]:
     steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}
     lines += [
         "",
-        "Inside the full refresh (seconds, from `audit.pipeline_runs`): extract (outside the "
-        f"recorded steps) {full.get('extract_s', 0):,.1f}; "
+        "Inside the full refresh (seconds, from `audit.pipeline_runs`): pulling pages (the "
+        f"extract step less landing, validation and reconciliation) {full.get('extract_s', 0):,.1f}; "
         + "; ".join(f"{step} {seconds:,.1f}" for step, seconds in sorted(steps.items()))
         + ".",
         "",
