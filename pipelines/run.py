@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import Page
+from connectors.errors import SourceError
 from pipelines import build_state
 from pipelines.access import apply_access_policies
 from pipelines.alerts.pipeline import AlertRun, run_alerts
@@ -29,7 +30,7 @@ from pipelines.audit import (
     utc_now,
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, HealthpipeError
 from pipelines.failpoints import failpoint
 from pipelines.indicators import (
     check_operands,
@@ -103,6 +104,8 @@ class RunSummary:
     dbt: DbtOutcome | None = None
     alerts: AlertRun | None = None
     freshness: list[FreshnessResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Sources that failed (their first error line) while the others were published."""
 
 
 def data_docs(config: HealthpipeConfig) -> DataDocs:
@@ -563,18 +566,28 @@ def run_pipeline(
     :mod:`pipelines.build_state`; ``full_refresh`` always rebuilds), then alert."""
     summary = RunSummary(run_id=run_id or new_run_id())
     sources = selected_sources(config, source_names)
+    failures: list[tuple[str, Exception]] = []
     with open_warehouse(config) as warehouse:
         for source in sources:
-            summary.sources.append(
-                ingest_source(
-                    warehouse,
-                    source,
-                    config,
-                    run_id=summary.run_id,
-                    full_refresh=full_refresh,
-                    on_page=on_page,
+            try:
+                summary.sources.append(
+                    ingest_source(
+                        warehouse,
+                        source,
+                        config,
+                        run_id=summary.run_id,
+                        full_refresh=full_refresh,
+                        on_page=on_page,
+                    )
                 )
-            )
+            except (HealthpipeError, SourceError) as exc:
+                # One source's failure (a server down, a retyped required field) must not
+                # hold back the others: they are published, then the run fails naming it.
+                log.error("source %s failed: %s", source.name, first_line(exc))
+                failures.append((source.name, exc))
+        if failures and len(failures) == len(sources):
+            raise failures[0][1]
+        summary.failed = {name: first_line(exc) for name, exc in failures}
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
         inputs = _fingerprint(warehouse, config)
@@ -603,7 +616,20 @@ def run_pipeline(
     if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
+    if failures:
+        raise SourcesFailed(summary)
     return summary
+
+
+class SourcesFailed(HealthpipeError):
+    """Some sources failed; the others were landed and published. Carries the run's summary."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        names = "; ".join(f"{name}: {reason}" for name, reason in summary.failed.items())
+        super().__init__(
+            f"{len(summary.failed)} source(s) failed, the others were published: {names}"
+        )
 
 
 ALERT_MODELS = ("stg_healthpipe__alerts+",)
