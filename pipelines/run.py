@@ -583,7 +583,6 @@ def run_pipeline(
             except (HealthpipeError, SourceError) as exc:
                 # One source's failure (a server down, a retyped required field) must not
                 # hold back the others: they are published, then the run fails naming it.
-                log.error("source %s failed: %s", source.name, first_line(exc))
                 failures.append((source.name, exc))
         if failures and len(failures) == len(sources):
             raise failures[0][1]
