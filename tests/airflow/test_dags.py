@@ -26,6 +26,7 @@ from pipelines.simulate.country import build_country
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = Path(__file__).with_name("dag_check.py")
 PROBE_DAGS = Path(__file__).with_name("probe_dags")
+SEEDED_KEY = "airflow-e2e-pseudonym-key-4f9c2a7e81b3"
 CORE_DAGS = {"healthpipe_transform", "healthpipe_alerts", "healthpipe_bulletin"}
 
 
@@ -238,7 +239,7 @@ def test_the_chain_runs_end_to_end_for_every_source_type(
         env = {
             **airflow_env,
             "HEALTHPIPE_CONFIG": str(config),
-            KEY_ENV: "0" * 64,
+            KEY_ENV: SEEDED_KEY,
             **{
                 name: str(getattr(sandbox.credentials, field))
                 for name, field in DEMO_CREDENTIALS_ENV.items()
@@ -254,6 +255,23 @@ def test_the_chain_runs_end_to_end_for_every_source_type(
     assert states["healthpipe_bulletin"].endswith("success"), states
     bulletins = list((tmp_path / "state" / "bulletins").glob("bulletin-*W*.html"))
     assert len(bulletins) == 1 and "<svg" in bulletins[0].read_text(encoding="utf-8")
+
+    # Issue 10: no secret in XCom, task logs, the metadata database, the bulletin, dbt's
+    # artifacts, the Data Docs or the warehouse file (bytes, so binary files count too).
+    secrets = [SEEDED_KEY, *(env[name] for name in DEMO_CREDENTIALS_ENV)]
+    places = [Path(airflow_env["AIRFLOW_HOME"]), tmp_path / "state", warehouse]
+    leaks = [
+        (str(path), secret)
+        for place in places
+        for path in ([place] if place.is_file() else place.rglob("*"))
+        if path.is_file()
+        for secret in secrets
+        if secret.encode() in path.read_bytes()
+    ]
+    assert leaks == []
+    # the scan saw the metadata database (XCom), the bulletin and dbt's manifest
+    assert (Path(airflow_env["AIRFLOW_HOME"]) / "airflow.db").is_file()
+    assert list((tmp_path / "state").rglob("manifest.json")) and bulletins
 
     truth = json.loads((outbreak_country / "truth.json").read_text(encoding="utf-8"))
     with duckdb.connect(str(warehouse), read_only=True) as connection:
