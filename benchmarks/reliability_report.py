@@ -40,7 +40,7 @@ corrected data, sent data in a new shape, or sent hostile input. Every figure be
 written by a test of `tests/reliability` in the run recorded here; `make reliability`
 runs the suite with 50 random kill points and a real PostgreSQL restart, and regenerates
 this page (`python -m benchmarks.reliability_report`). `make test` runs the same tests with
-5 kill points and terminates the loader's PostgreSQL backend instead of restarting the
+3 kill points and terminates the loader's PostgreSQL backend instead of restarting the
 server.
 
 "Lost" counts source records missing (or partly landed batches, or secrets found, or rows
