@@ -161,10 +161,13 @@ def free_port() -> int:
 def sandbox(folder: Path) -> Iterator[str]:
     """``healthpipe sandbox`` in its own process (its memory is not the pipeline's)."""
     port = free_port()
+    # its request log goes to a file: an unread pipe fills up and blocks the server
+    log_path = folder.parent / f"{folder.name}-sandbox.log"
+    log_file = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "sandbox", "--data", str(folder),
          "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -175,13 +178,14 @@ def sandbox(folder: Path) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    error = process.stderr.read().decode() if process.stderr else ""
+                    error = log_path.read_text(encoding="utf-8", errors="replace")
                     raise RuntimeError(f"the sandbox did not start: {error[-2000:]}") from None
                 time.sleep(0.2)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log_file.close()
 
 
 def set_increment(base: str, number: int) -> None:
