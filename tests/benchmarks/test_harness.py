@@ -53,7 +53,8 @@ def test_every_source_of_values_saw_the_same_values(harness_result: dict[str, ob
     assert abs(medians["limit_read_csv"]["rows"] - values) <= 0.001 * values
     assert medians["peer_pandas"]["rows"] == values
     assert medians["peer_dlt"]["rows"] == values
-    assert medians["limit_validate"]["rows"] == values
+    # raw holds each natural key once: the simulator's injected duplicates collapse
+    assert 0.999 * values <= medians["limit_validate"]["rows"] <= values
 
 
 def test_incremental_runs_pull_the_change_and_only_it(harness_result: dict[str, object]) -> None:
