@@ -475,7 +475,7 @@ def check_freshness(
                 if result.age_seconds is None
                 else f"{result.age_seconds / 3600:.1f} h"
             )
-            level = logging.INFO if result.status == "pass" else logging.WARNING
+            level = logging.DEBUG if result.status == "pass" else logging.WARNING
             log.log(level, "freshness of %s: %s (newest extraction %s, age %s)",
                     result.table, result.status, result.max_loaded_at, age)  # fmt: skip
             warehouse.execute(
