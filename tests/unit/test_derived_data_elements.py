@@ -15,7 +15,7 @@ from pipelines.derived import (
     compile_derived,
 )
 from pipelines.errors import IndicatorDefinitionError
-from pipelines.indicators import DOMAINS, load_definitions
+from pipelines.indicators import DOMAINS, data_quality_elements, load_definitions
 from pipelines.paths import PROJECT_DIR
 from pipelines.simulate.catalogue import ALL_DATA_ELEMENTS, DATA_SETS
 
@@ -128,7 +128,9 @@ def test_dbt_reads_exactly_the_record_sources_python_validates() -> None:
         assert list(PROJECT_DIR.glob(f"models/marts/**/{source}.sql")), source
 
 
-CITED = re.compile(r"\b(WHO|UNICEF|UNAIDS|USAID|OpenLMIS|PEFA|SDG|IDSR|GTFCC|ISO|iCCM|HL7|DHIS2)\b")
+CITED = re.compile(
+    r"\b(WHO|UNICEF|UNAIDS|USAID|OpenLMIS|PEFA|SDG|IDSR|GTFCC|ISO|iCCM|HL7|DHIS2|Frieden)\b"
+)
 
 
 def test_the_library_covers_every_domain_with_documented_indicators() -> None:
@@ -148,6 +150,7 @@ def test_every_operand_of_the_library_is_defined() -> None:
     data sets, or built-in derived data elements: none is silently not computable."""
     definitions = load_definitions()
     known = {de.uid for de in ALL_DATA_ELEMENTS} | {d.definition.id for d in definitions.derived}
+    known |= data_quality_elements()  # the dbt data-quality models' counts ("DQ_...")
     known |= {
         f"R:{ds.uid}:{m}"
         for ds in DATA_SETS
