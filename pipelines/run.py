@@ -606,12 +606,14 @@ def run_pipeline(
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
         after_alerts = _fingerprint(warehouse, config)
     if after_alerts != inputs:
-        # Alerting changed what the 7-1-7 marts read (new alerts, notifications): rebuild the
-        # models downstream of the alerts now, so a run's marts agree with its own alerts and
-        # the next run with nothing new changes nothing.
-        transform(
-            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, select=ALERT_MODELS
-        )
+        # Alerting changed what the 7-1-7 marts read (new alerts, notifications): build again
+        # now, so a run's marts agree with its own alerts and the next run with nothing new
+        # changes nothing. (A build of only the models downstream of the alerts left some
+        # data-quality marts differing from a full build: the whole build is the safe one.)
+        with open_warehouse(config) as warehouse:
+            # indicators on data elements that only now have values (7-1-7) become computable
+            publish_indicator_definitions(warehouse, config)
+        transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
     if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
@@ -629,10 +631,6 @@ class SourcesFailed(HealthpipeError):
         super().__init__(
             f"{len(summary.failed)} source(s) failed, the others were published: {names}"
         )
-
-
-ALERT_MODELS = ("stg_healthpipe__alerts+",)
-"""The models that read the alert records (the 7-1-7 timeliness and what depends on it)."""
 
 
 def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:

@@ -56,8 +56,10 @@ derived_values as (
         'HllvX50cXC0' as attribute_option_combo_id,
         d.org_unit_id,
         d.period_id,
-        d.value,
-        cast(d.value as varchar) as value_text,
+        -- sums and means of doubles come out of parallel aggregation in no fixed order:
+        -- 9 decimals keep them the same from run to run (and on both engines)
+        cast(cast(d.value as decimal(38, 9)) as double precision) as value,
+        cast(cast(d.value as decimal(38, 9)) as varchar) as value_text,
         d.source,
         cast(null as varchar) as data_set_id,
         false as is_followup,
