@@ -828,9 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument(
         "--password-env", metavar="VAR", help="set the role's password from this env variable"
     )
-    grant.add_argument(
-        "--config", help="config file (default: $HEALTHPIPE_CONFIG or healthpipe.yml)"
-    )
+    _add_config(grant)
     grant.set_defaults(handler=cmd_grant)
 
     sandbox = commands.add_parser(
