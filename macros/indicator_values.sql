@@ -3,7 +3,8 @@
     (already aggregated to each org unit and period) become columns o1, o2 ..., then the
     numerator and denominator expressions (compiled from DHIS2 syntax by pipelines/indicators.py)
     are evaluated over them. Ratios are computed from the aggregated operands, never by
-    averaging lower-level ratios. -#}
+    averaging lower-level ratios. Operands are summed as decimals, exactly, so that the same
+    data gives the same bits on every build (see int_data_values_aggregated). -#}
 {% macro hp_indicator_values_sql(aggregated_relation, indicators_relation, operands_relation) %}
     {%- set indicators = [] -%}
     {%- set operands = {} -%}
@@ -54,7 +55,7 @@
             sum(case when data_element_id = '{{ operand.de }}'
                 {%- if operand.coc %} and category_option_combo_id = '{{ operand.coc }}'{% endif %}
                 {%- if operand.aoc %} and attribute_option_combo_id = '{{ operand.aoc }}'{% endif %}
-                then value end) as {{ operand.alias }}
+                then cast(value as decimal(38, 9)) end) as {{ operand.alias }}
             {%- endfor %}
         from {{ aggregated_relation }}
         where data_element_id in (

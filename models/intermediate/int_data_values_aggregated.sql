@@ -8,7 +8,11 @@
     AVERAGE_SUM_ORG_UNIT   mean over time, sum over org units (population, stock levels)
     LAST (LAST_IN_PERIOD)  latest value in time, sum over org units
     LAST_AVERAGE_ORG_UNIT  latest value in time, mean over org units
-    MIN / MAX / COUNT      over all values -#}
+    MIN / MAX / COUNT      over all values
+
+    The sums run on decimal(38, 9), exactly: summing doubles in parallel threads adds them in
+    no fixed order, so the last bits of a total (and a ratio built on it) changed from one
+    build of the same data to the next. The published value is a double again. -#}
 {{ config(materialized='table') }}
 
 with data_values as (
@@ -20,7 +24,7 @@ with data_values as (
         f.org_unit_id,
         f.period_id,
         f.period_start_date,
-        f.value,
+        cast(f.value as decimal(38, 9)) as value,
         coalesce(de.aggregation_type, 'SUM') as aggregation_type
     from {{ ref('int_data_values_unified') }} as f
     left join {{ ref('int_data_elements') }} as de on de.data_element_id = f.data_element_id
@@ -79,9 +83,9 @@ over_org_units as (
         sum(t.value_count) as value_count,
         min(t.min_value) as min_value,
         max(t.max_value) as max_value,
-        sum(t.sum_value / t.value_count) as sum_of_means,
+        sum(cast(t.sum_value / t.value_count as decimal(38, 9))) as sum_of_means,
         sum(t.last_value) as sum_of_last,
-        avg(t.last_value) as mean_of_last
+        sum(t.last_value) / count(t.last_value) as mean_of_last
     from over_time as t
     join {{ ref('int_org_unit_ancestors') }} as a on a.org_unit_id = t.org_unit_id
     group by 1, 2, 3, 4, 5, 6, 7, 8
@@ -98,7 +102,7 @@ select
     period_type,
     aggregation_type,
     value_count,
-    case aggregation_type
+    cast(case aggregation_type
         when 'AVERAGE' then sum_value / value_count
         when 'AVERAGE_SUM_ORG_UNIT' then sum_of_means
         when 'LAST' then sum_of_last
@@ -106,7 +110,7 @@ select
         when 'LAST_AVERAGE_ORG_UNIT' then mean_of_last
         when 'MIN' then min_value
         when 'MAX' then max_value
-        when 'COUNT' then cast(value_count as double precision)
+        when 'COUNT' then value_count
         else sum_value
-    end as value
+    end as double precision) as value
 from over_org_units

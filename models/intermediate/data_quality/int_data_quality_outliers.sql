@@ -12,7 +12,11 @@
                    of up to healthpipe_dq_seasonal_years earlier years, with at least
                    healthpipe_dq_seasonal_min_values such values; the first three methods
                    assume a series without seasonality, this one does not.
-    A series whose SD (or MAD and mean deviation) is 0 flags nothing: every value is equal. -#}
+    A series whose SD (or MAD and mean deviation) is 0 flags nothing: every value is equal.
+
+    The means and SDs aggregate their values in order: left to parallel threads, doubles are
+    added in no fixed order and the last bits of a statistic changed between builds of the
+    same data. -#}
 {{ config(materialized='table') }}
 
 
@@ -27,8 +31,8 @@ series as (
     select
         series_id,
         count(*) as series_values,
-        avg(value) as series_mean,
-        stddev_pop(value) as series_sd,
+        avg(value order by value) as series_mean,
+        stddev_pop(value order by value) as series_sd,
         percentile_cont(0.5) within group (order by value) as series_median
     from data_values
     group by series_id
@@ -54,7 +58,7 @@ spread as (
     select
         series_id,
         percentile_cont(0.5) within group (order by deviation_from_median) as series_mad,
-        avg(deviation_from_median) as series_mean_deviation
+        avg(deviation_from_median order by deviation_from_median) as series_mean_deviation
     from deviations
     group by series_id
 
@@ -66,8 +70,8 @@ seasonal as (
         v.series_id,
         v.period_id,
         count(*) as seasonal_values,
-        avg(history.value) as seasonal_mean,
-        stddev_pop(history.value) as seasonal_sd
+        avg(history.value order by history.value) as seasonal_mean,
+        stddev_pop(history.value order by history.value) as seasonal_sd
     from data_values as v
     join data_values as history
         on history.series_id = v.series_id
