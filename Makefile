@@ -8,6 +8,9 @@ UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.healthpipe-installed
 EXTRAS := dev,postgres,airflow
 PYTEST_ARGS ?=
+# make test spreads test modules over this many processes (pytest-xdist; a module's fixtures
+# stay on one worker). One pytest process kept one of CI's two cores busy; 1 runs serially.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check
@@ -74,7 +77,7 @@ docs: $(STAMP) ## build dbt docs (lineage) and Great Expectations Data Docs into
 	$(VENV)/bin/healthpipe docs --out site
 
 test: $(STAMP) browser lint ## lint, type-check and run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the unit tests only
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
