@@ -14,7 +14,6 @@ category or attribute option combo means the default one.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.base import Cursor, Page, Record
+from connectors.base import (
+    DEFAULT_MAX_FILE_BYTES,
+    Cursor,
+    Page,
+    Record,
+    check_file_size,
+    file_sha256,
+)
 from connectors.errors import SourceFormatError
 
 DEFAULT_CATEGORY_OPTION_COMBO = "HllvX50cXC0"
@@ -367,20 +373,13 @@ def load_json(path: Path, origin: str) -> Any:
         raise SourceFormatError(origin, "JSON nested deeper than the parser allows") from None
 
 
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_payload_folder(
     folder: Path,
     cursor: Cursor | None = None,
     *,
     source_name: str = "dhis2",
     page_size: int = 50_000,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Iterator[Page]:
     """Yield pages of records from every ``*.json`` payload under ``folder``.
 
@@ -398,7 +397,9 @@ def read_payload_folder(
     changed: list[tuple[str, Path, str]] = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".json", ".csv")):
         relative = path.relative_to(folder).as_posix()
-        fingerprint = file_fingerprint(path)
+        # by size first: hashing a hostile gigabyte would cost seconds before refusing it
+        check_file_size(path, f"{source_name}: {path}", max_file_bytes)
+        fingerprint = file_sha256(path)
         if seen.get(relative) != fingerprint:
             changed.append((relative, path, fingerprint))
 

@@ -39,7 +39,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.base import Cursor, Page, Record
+from connectors.base import (
+    DEFAULT_MAX_FILE_BYTES,
+    Cursor,
+    Page,
+    Record,
+    check_file_size,
+    file_sha256,
+)
 from connectors.errors import SourceError, SourceFormatError
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
@@ -843,14 +850,6 @@ def _received_order(relative: str, index: int) -> str:
     return f"{folder}/{base}~{copy:04d}#{index:06d}"
 
 
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class FileRecords:
     """The records of one file of a drop."""
@@ -894,6 +893,7 @@ def read_hl7_folder(
     *,
     source_name: str = "hl7v2",
     page_size: int = 50_000,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Iterator[Page]:
     """Pages of ``messages`` and ``results`` records from every ``*.hl7`` file under ``folder``.
 
@@ -915,7 +915,11 @@ def read_hl7_folder(
     size = 0
     for relative in relatives:
         try:
-            fingerprint = file_fingerprint(folder / relative)
+            # by size first: hashing a hostile gigabyte would cost seconds before refusing it
+            check_file_size(
+                folder / relative, f"{source_name}: {folder / relative}", max_file_bytes
+            )
+            fingerprint = file_sha256(folder / relative)
         except OSError as exc:
             raise SourceError(
                 f"{source_name}: {folder / relative}: the file cannot be read: {exc.strerror}"

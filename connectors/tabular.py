@@ -43,7 +43,6 @@ disappear from the folder keep their rows: drop folders are often emptied after 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import re
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from xml.etree.ElementTree import ParseError
 
-from connectors.base import Cursor, Page, Record
+from connectors.base import Cursor, Page, Record, file_sha256
 from connectors.errors import SourceFormatError
 
 log = logging.getLogger(__name__)
@@ -171,14 +170,6 @@ def claimed_files(
                 )
             claimed.append((schema, relative, path))
     return claimed
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- Checking what a file is ----------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.base import DEFAULT_MAX_FILE_BYTES
 from pipelines.errors import ConfigError
 from pipelines.schedules import schedule_interval
 
@@ -39,6 +40,7 @@ _TYPE_SPECIFIC: dict[str, tuple[str, ...]] = {
     "forms": ("odk",),
     "assets": ("kobo",),
     "entities": ("tabular",),
+    "max_file_bytes": ("dhis2", "hl7v2"),
 }
 
 
@@ -72,6 +74,12 @@ class SourceConfig(BaseModel):
         ge=0,
         description="incremental pulls re-read this far before the saved cursor, so records "
         "updated at the cursor's instant are never missed (re-landing them changes nothing)",
+    )
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        gt=0,
+        description="file drops (DHIS2, HL7 v2): the largest file parsed whole; a larger one "
+        "is refused before it is read",
     )
     # dhis2
     data_sets: list[str] = Field(default_factory=list)

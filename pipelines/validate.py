@@ -241,10 +241,22 @@ def build_data_docs(docs: DataDocs) -> Path:
     return docs.site_dir / "index.html"
 
 
+REASON_VALUE_CHARS = 200
+"""How much of a field a quarantine reason quotes: a hostile or broken value may be
+megabytes long, and the reason is read in lists, logs and the bulletin."""
+
+
+def _quoted(value: object) -> str:
+    text = str(value)
+    if len(text) <= REASON_VALUE_CHARS:
+        return text
+    return f"{text[:60]}... ({len(text):,} characters)"
+
+
 def _reason(item: ExpectationSpec, row: Mapping[str, Any], source_name: str) -> str:
     value = row.get(item.column) if item.column else None
     fields = {**row, "value": value, "source": source_name, "column": item.column}
-    return re.sub(r"\{(\w+)\}", lambda m: str(fields.get(m.group(1), m.group(0))), item.reason)
+    return re.sub(r"\{(\w+)\}", lambda m: _quoted(fields.get(m.group(1), m.group(0))), item.reason)
 
 
 def validate_pending(

@@ -162,7 +162,11 @@ class Dhis2Adapter:
         if source.base_url is None:
             assert source.path is not None  # the config requires one of the two
             return dhis2_connector.read_payload_folder(
-                source.path, cursor, source_name=source.name, page_size=source.page_size
+                source.path,
+                cursor,
+                source_name=source.name,
+                page_size=source.page_size,
+                max_file_bytes=source.max_file_bytes,
             )
         return self._read_api(source, cursor)
 

@@ -215,7 +215,11 @@ class Hl7v2Adapter:
             )
             return iter(())
         return hl7v2_connector.read_hl7_folder(
-            source.path, cursor, source_name=source.name, page_size=source.page_size
+            source.path,
+            cursor,
+            source_name=source.name,
+            page_size=source.page_size,
+            max_file_bytes=source.max_file_bytes,
         )
 
     def prepare(

@@ -1,7 +1,8 @@
 """Hostile input in file drops, each refused with an error naming the file, or neutralised,
 within a memory and time budget: XML entity expansion and external entities inside XLSX,
 ZIP bombs and path traversal, formula cells, HL7 fields carrying raw separators and segment
-terminators, JSON nested 10,000 deep, periods and dates out of range, SQL-like text in free
+terminators, JSON nested 10,000 deep, 1 GB strings in JSON and HL7 files (refused unread) and
+values too long for DHIS2 (held back), periods and dates out of range, SQL-like text in free
 text (landed verbatim, nothing executed)."""
 
 from __future__ import annotations
@@ -167,6 +168,96 @@ def test_json_nested_10000_deep_in_a_drop_is_a_clear_error(
     assert "deep.json" in str(error) and "nested deeper" in str(error)
     assert peak < MEMORY_BUDGET and seconds < TIME_BUDGET
     results.record("hostile input", "a DHIS2 file drop with JSON nested 10,000 deep", 1, 0)
+
+
+GIB = 1 << 30
+
+
+def write_with_huge_string(path: Path, head: bytes, tail: bytes, size: int) -> None:
+    """``head``, then a string of ``size`` bytes written in 16 MiB chunks (never held whole
+    in memory here either), then ``tail``."""
+    chunk = b"A" * (16 << 20)
+    with path.open("wb") as handle:
+        handle.write(head)
+        for _ in range(size // len(chunk)):
+            handle.write(chunk)
+        handle.write(b"A" * (size % len(chunk)) + tail)
+
+
+def test_a_1_gb_string_in_a_json_or_hl7_drop_is_refused_unread(
+    file_country: Path, tmp_path: Path, results: Results
+) -> None:
+    values = some_values(file_country, 1)
+    folder = dhis2_drop(file_country, tmp_path / "dhis2", values)
+    huge_json = folder / "dataValueSets" / "huge.json"
+    write_with_huge_string(
+        huge_json, b'{"dataValues": [{"comment": "', b'"}]}', GIB + 1
+    )  # fmt: skip
+    lab = tmp_path / "hl7"
+    lab.mkdir()
+    huge_hl7 = lab / "huge.hl7"
+    write_with_huge_string(
+        huge_hl7, b"MSH|^~\\&|LAB|FAC|HP|MOH|20260101120000||ORU^R01|HUGE|P|2.5.1\rNTE|1||", b"\r", GIB
+    )  # fmt: skip
+    config = drop_config(
+        tmp_path,
+        [
+            {"name": "hmis", "type": "dhis2", "path": str(folder)},
+            {"name": "lab", "type": "hl7v2", "path": str(lab)},
+        ],
+    )
+    refused = []
+    for name, path in (("hmis", huge_json), ("lab", huge_hl7)):
+        with open_warehouse(config) as warehouse:
+            error, peak, seconds = within_budget(
+                lambda name=name: ingest_source(warehouse, config.source(name), config, run_id="h")  # type: ignore[misc]
+            )
+            landed = warehouse.fetch_scalar(
+                "select count(*) from audit.source_state where source_name = $s", {"s": name}
+            )
+        assert isinstance(error, SourceFormatError), repr(error)
+        assert path.name in str(error) and "max_file_bytes" in str(error), str(error)
+        assert f"{path.stat().st_size:,} bytes" in str(error)
+        assert peak < MEMORY_BUDGET and seconds < TIME_BUDGET, (peak, seconds)
+        assert landed == 0  # no cursor moved past the refused file
+        refused.append({"file": path.name, "bytes": path.stat().st_size, "peak_bytes": peak})
+    results.record(
+        "hostile input",
+        "a 1 GiB string inside a DHIS2 JSON drop and inside an HL7 file",
+        len(refused),
+        0,
+        refused=refused,
+    )
+
+
+def test_a_value_too_long_for_dhis2_is_held_back_with_a_short_reason(
+    file_country: Path, tmp_path: Path, results: Results
+) -> None:
+    values = some_values(file_country, 3)
+    values[0]["value"] = "9" * 60_000  # numeric text, only its length is wrong
+    values[1]["comment"] = "x" * 2_000_000
+    folder = dhis2_drop(file_country, tmp_path / "dhis2", values)
+    config = drop_config(tmp_path, [{"name": "hmis", "type": "dhis2", "path": str(folder)}])
+    with open_warehouse(config) as warehouse:
+        ingest_source(warehouse, config.source("hmis"), config, run_id="h")
+        held = warehouse.fetchall(
+            "select rule, reason from audit.quarantine where raw_table = 'dhis2__data_values'"
+        )
+        valid = warehouse.fetch_scalar(
+            "select count(*) from raw.dhis2__data_values where validation_status = 'valid'"
+        )
+    rules = sorted(str(rule) for rule, _ in held)
+    assert rules == ["comment_length", "value_length"], held
+    assert all("50,000 characters" in str(reason) for _, reason in held)
+    assert all(len(str(reason)) < 1_000 for _, reason in held)  # the value is not quoted whole
+    assert valid == 1
+    results.record(
+        "hostile input",
+        "DHIS2 values and comments longer than DHIS2's 50,000 characters (60,000 and 2,000,000)",
+        2,
+        0,
+        quarantined=len(held),
+    )
 
 
 def test_formula_cells_stay_text_and_are_neutralised_for_export(
