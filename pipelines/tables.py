@@ -122,6 +122,19 @@ AUDIT_DDL: tuple[str, ...] = (
     released_at timestamp,
     primary key (source_name, raw_table, record_key, record_hash, rule)
 )""",
+    # Schema drift: a field a source sends that its raw table has no column for, recorded the
+    # first time it lands (the values themselves stay in the raw row's `extras`).
+    """create table if not exists audit.schema_changes (
+    source_name text not null,
+    raw_table text not null,
+    field text not null,
+    change text not null,
+    first_seen_run_id text not null,
+    first_seen_batch_id text not null,
+    records bigint not null,
+    first_seen_at timestamp not null,
+    primary key (source_name, raw_table, field, change)
+)""",
 )
 
 # Indicator definitions, compiled from the YAML files by pipelines.indicators and read by

@@ -299,15 +299,26 @@ def test_status_reports_each_source_and_the_open_alerts(
         open_alerts = warehouse.fetch_scalar(
             "select count(*) from marts.alerts where status not in ('closed', 'discarded')"
         )
+        changes = warehouse.fetchall(
+            "select raw_table, field, records from audit.schema_changes "
+            "where source_name = 'hmis' and change = 'added' order by first_seen_at, 1, 2"
+        )
     assert source["name"] == "hmis" and source["schedule"] == "@daily"
     assert source["freshness"] == "fresh"
     assert source["received"] == received > 0
     assert source["landed"] + source["quarantined"] <= source["received"]
     assert source["held_in_quarantine"] == held
     assert report["open_alerts_total"] == open_alerts == sum(report["open_alerts"].values())
+    # The simulated metadata export carries DHIS2 fields the connector does not map (kept
+    # in raw extras): the first pull reports them once, and status lists them.
+    assert changes
+    listed = [(c["raw_table"], c["field"], c["records"]) for c in source["schema_changes"]]
+    assert listed == [tuple(c) for c in changes]
     assert cli.main(["status", "--config", str(config_file(pipeline))]) == 0
     text = capsys.readouterr().out
     assert "hmis" in text and "fresh" in text and f"Open alerts: {open_alerts}" in text
+    assert "hmis: schema changes, kept in raw extras:" in text
+    assert f"{changes[0][0]}.{changes[0][1]}" in text
 
 
 def test_a_past_week_shows_alerts_as_they_stood_then(rendered: Any) -> None:
