@@ -68,6 +68,8 @@ def record_new_fields(
     """Record the ``extras`` fields of ``records`` this source and table never carried before;
     return them. Call it inside the landing transaction."""
     carried = carried_fields(records)
+    for name in table.documented_extras:  # part of the source's schema, not drift
+        carried.pop(name, None)
     if not carried:
         return ()
     known = {

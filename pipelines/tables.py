@@ -36,6 +36,9 @@ class RawTable:
     """The entity's own columns (name, SQL type), as the connector names them."""
     key: tuple[str, ...]
     """The natural key within a source; ``source_name`` is prepended to it."""
+    documented_extras: frozenset[str] = frozenset()
+    """Fields of the source's documented schema that healthpipe deliberately does not map:
+    kept in ``extras`` like any other, but not reported as schema drift."""
 
     @property
     def name(self) -> str:
