@@ -141,6 +141,40 @@ _DATA_VALUE_FIELDS = {
 }
 
 
+DOCUMENTED_UNMAPPED_FIELDS = frozenset(
+    {
+        # identification and display
+        "href", "displayName", "displayShortName", "displayFormName", "formName",
+        "description", "displayDescription", "url", "dimensionItem", "dimensionItemType",
+        # ownership, sharing and translation
+        "created", "createdBy", "lastUpdatedBy", "user", "sharing", "publicAccess",
+        "externalAccess", "userAccesses", "userGroupAccesses", "access", "favorite",
+        "favorites", "translations", "attributeValues",
+        # data elements and category combos
+        "zeroIsSignificant", "optionSetValue", "optionSet", "commentOptionSet",
+        "legendSets", "aggregationLevels", "fieldMask", "style", "categoryCombo",
+        "dataElementGroups", "dataSetElements", "isDefault", "dataDimensionType",
+        "skipTotal", "categories", "categoryOptions", "categoryOptionCombos",
+        "dataDimension", "ignoreApproval", "startDate", "endDate",
+        # data sets
+        "openFuturePeriods", "compulsoryDataElementOperands", "compulsoryFieldsCompleteOnly",
+        "fieldCombinationRequired", "validCompleteOnly", "noValueRequiresComment",
+        "skipOffline", "renderAsTabs", "renderHorizontally", "dataInputPeriods", "workflow",
+        "notifyCompletingUser", "notificationRecipients", "indicators", "sections",
+        "mobile", "version", "formType", "dataEntryForm", "compulsory",
+        # organisation units and groups
+        "children", "ancestors", "leaf", "hierarchyLevel", "memberCount", "featureType",
+        "coordinates", "contactPerson", "address", "email", "phoneNumber", "comment",
+        "dataSets", "programs", "users", "color", "symbol", "includeSubhierarchyInAnalytics",
+        "organisationUnitGroups", "groupSets", "image",
+    }
+)  # fmt: skip
+"""Fields of DHIS2's documented metadata schema that healthpipe deliberately does not map.
+They are kept in ``extras`` like any unmapped field, but they are not schema drift: a full
+metadata export carries dozens of them, and a warning for each would hide the field a DHIS2
+upgrade really added."""
+
+
 def _text(value: Any) -> str | None:
     """DHIS2 sends values as strings; numbers and booleans are accepted on import, so they
     are kept as their JSON text. Objects and lists are kept as JSON so validation can name

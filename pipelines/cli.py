@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -21,6 +21,9 @@ from connectors.errors import SourceError
 from healthpipe import __version__
 from pipelines.audit import first_line
 from pipelines.errors import HealthpipeError
+
+if TYPE_CHECKING:
+    from pipelines.run import RunSummary
 
 console = Console(stderr=False)
 errors = Console(stderr=True)
@@ -183,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "unchanged": c.unchanged,
                             "duplicates": c.duplicates,
                             "quarantined": c.quarantined,
+                            "new_fields": c.new_fields,
                         }
                         for entity, c in source.entities.items()
                     }
@@ -211,9 +215,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(table)
     else:
         console.print(f"Run {summary.run_id}: no new or changed source files since the last run")
+    note = new_fields_note(summary)
+    if note is not None:
+        console.print(f"[yellow]{escape(note)}[/]")
     if summary.dbt is not None:
         console.print(f"dbt build: {summary.dbt.succeeded} nodes passed")
     return 0
+
+
+def new_fields_note(summary: RunSummary) -> str | None:
+    """The run summary's line on fields first seen in this run (schema drift), if any."""
+    per_entity = [
+        (f"{source.source} {entity}", counts.new_fields)
+        for source in summary.sources
+        for entity, counts in source.entities.items()
+        if counts.new_fields
+    ]
+    if not per_entity:
+        return None
+    count = sum(len(fields) for _, fields in per_entity)
+    listed = "; ".join(f"{where}: {', '.join(fields)}" for where, fields in per_entity)
+    return (
+        f"Schema changes: {count} new field{'' if count == 1 else 's'} kept in raw extras "
+        f"({listed}); `healthpipe status` lists them"
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -572,6 +597,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in report.sources:
         if s.last_error:
             console.print(f"[red]{s.name}: last pull failed:[/] {escape(s.last_error)}")
+    for s in report.sources:
+        if s.schema_changes:
+            fields = [f"{c.raw_table}.{c.field} ({c.change} {c.first_seen_at[:10]})"
+                      for c in s.schema_changes]  # fmt: skip
+            shown = ", ".join(fields[:SCHEMA_CHANGES_SHOWN])
+            more = len(fields) - SCHEMA_CHANGES_SHOWN
+            console.print(
+                f"[yellow]{s.name}: schema changes, kept in raw extras:[/] {escape(shown)}"
+                + (f" and {more} more (--json lists all)" if more > 0 else "")
+            )
     alerts = ", ".join(f"{d} {n}" for d, n in report.open_alerts.items()) or "none"
     console.print(f"Open alerts: {report.open_alerts_total} ({alerts}); `healthpipe alerts list`")
     console.print(f"Last dbt build: {report.last_transform_at or 'never'}")
@@ -579,6 +614,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 NUMERIC_STATUS = ("received", "landed", "quarant.", "held now")
+SCHEMA_CHANGES_SHOWN = 10
+"""A drop with ragged rows can add many fields at once; status stays one line per source."""
 
 
 def _age(hours: float) -> str:

@@ -6,7 +6,9 @@ A page lands all or nothing, in one transaction:
 - a record whose content hash is unchanged is left alone, so re-landing changes nothing;
 - a new or changed record is written with ``validation_status = 'pending'`` and is not
   published by the staging models until :mod:`pipelines.validate` has passed it;
-- a deleted record (DHIS2 ``deleted: true``) is kept as a tombstone (``is_deleted``).
+- a deleted record (DHIS2 ``deleted: true``) is kept as a tombstone (``is_deleted``);
+- a field the raw table has no column for (in ``extras``) that this source never sent before
+  is recorded in ``audit.schema_changes`` (:mod:`pipelines.schema_changes`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipelines.quarantine import (
     record_json,
     record_key,
 )
+from pipelines.schema_changes import NewField, record_new_fields
 from pipelines.tables import RawTable
 from pipelines.warehouse import Warehouse
 
@@ -44,6 +47,9 @@ class LandResult:
     unchanged: int
     duplicates: int
     quarantined: int
+    new_fields: tuple[NewField, ...] = ()
+    """Fields first seen in this batch (recorded in ``audit.schema_changes``); the caller
+    warns about them once the batch has committed (``warn_new_fields``)."""
 
     @property
     def landed(self) -> int:
@@ -119,6 +125,9 @@ def land_records(
             batch_id=batch_id,
             now=now,
         )
+        new_fields = record_new_fields(
+            warehouse, table, source_name, keyed, run_id=run_id, batch_id=batch_id, now=now
+        )
         warehouse.create_temp_table(_INCOMING, [*incoming_columns, ("_ord", "bigint")])
         warehouse.load_arrow(_INCOMING, _to_arrow(table, keyed))
         warehouse.execute(f"drop table if exists {_BATCH}")
@@ -168,6 +177,7 @@ def land_records(
         unchanged=distinct - int(inserted) - int(updated),
         duplicates=len(keyed) - distinct,
         quarantined=len(keyless),
+        new_fields=new_fields,
     )
 
 

@@ -51,6 +51,7 @@ from pipelines.errors import ConfigError
 from pipelines.land import land_records
 from pipelines.privacy import Pseudonymiser
 from pipelines.run import open_warehouse
+from pipelines.schema_changes import NewField, warn_new_fields
 from pipelines.sources import adapter_for
 from pipelines.sources.hl7v2 import MESSAGES, RESULTS
 from pipelines.tables import RawTable
@@ -211,14 +212,20 @@ class MllpIntake:
             RESULTS.entity: self.adapter.prepare(RESULTS.entity, result_rows, self.pseudonymiser),
         }
         with self.warehouse.transaction():
-            for table in (MESSAGES, RESULTS):
-                self._land_and_validate(table, prepared[table.entity], batch_id)
+            new_fields = {
+                table.entity: self._land_and_validate(table, prepared[table.entity], batch_id)
+                for table in (MESSAGES, RESULTS)
+            }
             decisions = self._decide(arrivals, batch_id)
+        for entity, fields in new_fields.items():
+            warn_new_fields(self.source.name, entity, fields)
         return decisions  # committed: only now may the senders be answered
 
-    def _land_and_validate(self, table: RawTable, records: list[Record], batch_id: str) -> None:
+    def _land_and_validate(
+        self, table: RawTable, records: list[Record], batch_id: str
+    ) -> tuple[NewField, ...]:
         now = utc_now()
-        land_records(
+        landed = land_records(
             self.warehouse,
             table,
             self.source.name,
@@ -239,6 +246,7 @@ class MllpIntake:
             batch_id=batch_id,
             now=utc_now(),
         )
+        return landed.new_fields
 
     def _decide(self, arrivals: Sequence[Arrival], batch_id: str) -> list[Decision]:
         message_rules = self._message_rules(batch_id)

@@ -41,6 +41,7 @@ from pipelines.indicators import (
 from pipelines.land import land_records
 from pipelines.paths import INDICATORS_DIR
 from pipelines.privacy import Pseudonymiser
+from pipelines.schema_changes import warn_new_fields
 from pipelines.sources import adapter_for, raw_table
 from pipelines.sources.base import SourceAdapter, WindowedAdapter
 from pipelines.transform import (
@@ -72,6 +73,8 @@ class EntityCounts:
     """Of the quarantined: records without a complete natural key (never landed)."""
     validated: int = 0
     pages_fetched: int = 0
+    new_fields: list[str] = field(default_factory=list)
+    """Fields first seen in this run, kept in raw ``extras`` (``audit.schema_changes``)."""
 
     @property
     def clean(self) -> int:
@@ -268,6 +271,7 @@ def _ingest_pages(
                 if window is None:
                     save_cursor(warehouse, source.name, cursor_entity, page.cursor, run_id)
             failpoint("land.after_commit")
+            warn_new_fields(source.name, page.entity, landed.new_fields)
             step.rows_in, step.rows_out = landed.received, landed.landed
             step.rows_quarantined, step.rows_duplicate = landed.quarantined, landed.duplicates
             step.message = page.origin
@@ -298,6 +302,7 @@ def _ingest_pages(
         counts.quarantined += landed.quarantined + outcome.quarantined
         counts.keyless += landed.quarantined
         counts.validated += outcome.validated
+        counts.new_fields.extend(f.name for f in landed.new_fields)
         log.info(
             "%s %s: %d records landed and validated (batch %s)",
             source.name, page.entity, landed.received, batch_id,

@@ -2,8 +2,9 @@
 what is held in quarantine, and which alerts are open.
 
 Read from ``audit.pipeline_runs`` (every run records an ``extract`` step per source, even
-when nothing was new), ``audit.quarantine`` and ``marts.alerts``. Freshness compares the
-time since the last successful pull with the source's optional ``schedule``.
+when nothing was new), ``audit.quarantine``, ``audit.schema_changes`` and ``marts.alerts``.
+Freshness compares the time since the last successful pull with the source's optional
+``schedule``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pipelines.config import HealthpipeConfig
 from pipelines.schedules import schedule_interval
+from pipelines.schema_changes import SchemaChange, schema_changes
 from pipelines.warehouse import Warehouse, parse_warehouse_url
 
 GRACE = 1.5
@@ -37,6 +39,8 @@ class SourceStatus:
     quarantined: int
     held_in_quarantine: int
     last_error: str | None = None
+    schema_changes: list[SchemaChange] = field(default_factory=list)
+    """Fields the source started sending that raw has no column for (kept in ``extras``)."""
 
 
 @dataclass
@@ -112,6 +116,7 @@ def source_status(
                 quarantined=quarantined,
                 held_in_quarantine=int(held or 0),
                 last_error=last_error,
+                schema_changes=schema_changes(warehouse, source.name),
             )
         )
     return statuses

@@ -36,6 +36,9 @@ class RawTable:
     """The entity's own columns (name, SQL type), as the connector names them."""
     key: tuple[str, ...]
     """The natural key within a source; ``source_name`` is prepended to it."""
+    documented_extras: frozenset[str] = frozenset()
+    """Fields of the source's documented schema that healthpipe deliberately does not map:
+    kept in ``extras`` like any other, but not reported as schema drift."""
 
     @property
     def name(self) -> str:
@@ -121,6 +124,19 @@ AUDIT_DDL: tuple[str, ...] = (
     quarantined_at timestamp not null,
     released_at timestamp,
     primary key (source_name, raw_table, record_key, record_hash, rule)
+)""",
+    # Schema drift: a field a source sends that its raw table has no column for, recorded the
+    # first time it lands (the values themselves stay in the raw row's `extras`).
+    """create table if not exists audit.schema_changes (
+    source_name text not null,
+    raw_table text not null,
+    field text not null,
+    change text not null,
+    first_seen_run_id text not null,
+    first_seen_batch_id text not null,
+    records bigint not null,
+    first_seen_at timestamp not null,
+    primary key (source_name, raw_table, field, change)
 )""",
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -32,7 +33,7 @@ NUMERIC_VALUE_TYPES = (
 )
 
 
-TABLES: tuple[RawTable, ...] = (
+_TABLES: tuple[RawTable, ...] = (
     RawTable(
         "dhis2",
         "organisation_units",
@@ -146,6 +147,11 @@ TABLES: tuple[RawTable, ...] = (
             "attribute_option_combo",
         ),
     ),
+)
+# DHIS2 exports carry many documented fields healthpipe does not map: kept, not reported.
+TABLES: tuple[RawTable, ...] = tuple(
+    replace(table, documented_extras=dhis2_connector.DOCUMENTED_UNMAPPED_FIELDS)
+    for table in _TABLES
 )
 
 

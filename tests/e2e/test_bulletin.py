@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 
 from pipelines import cli
+from pipelines.audit import utc_now
 from pipelines.config import HealthpipeConfig
 from pipelines.run import open_warehouse, run_pipeline
+from pipelines.schema_changes import record_new_fields
+from pipelines.sources import adapter_for
 from tests.conftest import in_ci, make_config
 
 WEEK = "2026W4"
@@ -284,6 +287,15 @@ def test_a_bad_period_is_one_clear_line(
 def test_status_reports_each_source_and_the_open_alerts(
     pipeline: HealthpipeConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with open_warehouse(pipeline) as warehouse:
+        # The demo's DHIS2 export carries only documented fields (no drift); a field a DHIS2
+        # upgrade added is recorded the way landing records it, for status to show.
+        assert warehouse.fetch_scalar("select count(*) from audit.schema_changes") == 0
+        record_new_fields(
+            warehouse, adapter_for("dhis2").tables[-1], "hmis",
+            [{"extras": '{"upgradeField": 1}'}, {"extras": '{"upgradeField": 2}'}],
+            run_id="status-test", batch_id="status-test:1", now=utc_now(),
+        )  # fmt: skip
     result = healthpipe("--json", "status", "--config", str(config_file(pipeline)),
                         cwd=pipeline.state_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -305,9 +317,14 @@ def test_status_reports_each_source_and_the_open_alerts(
     assert source["landed"] + source["quarantined"] <= source["received"]
     assert source["held_in_quarantine"] == held
     assert report["open_alerts_total"] == open_alerts == sum(report["open_alerts"].values())
+    table = adapter_for("dhis2").tables[-1].name
+    listed = [(c["raw_table"], c["field"], c["records"]) for c in source["schema_changes"]]
+    assert listed == [(table, "upgradeField", 2)]
     assert cli.main(["status", "--config", str(config_file(pipeline))]) == 0
     text = capsys.readouterr().out
     assert "hmis" in text and "fresh" in text and f"Open alerts: {open_alerts}" in text
+    assert "hmis: schema changes, kept in raw extras:" in text
+    assert f"{table}.upgradeField" in text
 
 
 def test_a_past_week_shows_alerts_as_they_stood_then(rendered: Any) -> None:

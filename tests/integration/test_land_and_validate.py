@@ -100,6 +100,46 @@ def test_duplicates_collapse_and_keyless_records_go_to_quarantine(warehouse_url:
         assert json.loads(record)["value"] == "10"
 
 
+def test_new_extras_fields_are_recorded_once_with_their_batch(warehouse_url: str) -> None:
+    with Warehouse.open(warehouse_url) as warehouse:
+        warehouse.ensure_schemas()
+        first = land(
+            warehouse,
+            [
+                value(extras='{"newField":"a"}'),
+                value(period="202602", extras='{"newField":"b","other":1}'),
+                value(period="202603"),
+                value(org_unit=None, extras='{"keyless":"x"}'),  # quarantined, not in raw
+            ],
+        )
+        assert [(f.name, f.records) for f in first.new_fields] == [("newField", 2), ("other", 1)]
+        again = land(
+            warehouse, [value(period="202604", extras='{"newField":"c","third":"x"}')], batch="b2"
+        )
+        assert [(f.name, f.records) for f in again.new_fields] == [("third", 1)]
+        # A batch that rolls back (its cursor could not be saved, say) records nothing.
+        with pytest.raises(RuntimeError), warehouse.transaction():
+            land(warehouse, [value(period="202605", extras='{"lost":"x"}')], batch="b3")
+            raise RuntimeError("the batch fails after landing")
+        # Another source sending the same field has its own report.
+        other = land_records(
+            warehouse, VALUES, "hmis2", [value(extras='{"other":1}')],
+            run_id="r", batch_id="c1", extracted_at=NOW, now=NOW,
+        )  # fmt: skip
+        assert [f.name for f in other.new_fields] == ["other"]
+        rows = warehouse.fetchall(
+            "select source_name, raw_table, field, change, first_seen_run_id, "
+            "first_seen_batch_id, records, first_seen_at from audit.schema_changes "
+            "order by source_name, field"
+        )
+    assert rows == [
+        ("hmis", "dhis2__data_values", "newField", "added", "r", "b1", 2, NOW),
+        ("hmis", "dhis2__data_values", "other", "added", "r", "b1", 1, NOW),
+        ("hmis", "dhis2__data_values", "third", "added", "r", "b2", 1, NOW),
+        ("hmis2", "dhis2__data_values", "other", "added", "r", "c1", 1, NOW),
+    ]
+
+
 def write_drop(folder: Path, org_units: list[dict[str, Any]], values: list[dict[str, Any]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "organisationUnits.json").write_text(

@@ -18,7 +18,8 @@ def test_creates_the_five_schemas_and_audit_tables(warehouse_url: str) -> None:
             for row in warehouse.fetchall("select schema_name from information_schema.schemata")
         }
         assert {"raw", "audit", "staging", "intermediate", "marts"} <= schemas
-        for table in ("pipeline_runs", "source_state", "validation_results", "quarantine"):
+        for table in ("pipeline_runs", "source_state", "validation_results", "quarantine",
+                      "schema_changes"):  # fmt: skip
             assert warehouse.table_exists("audit", table), table
         assert warehouse.table_exists("raw", "dhis2__data_values")
 

@@ -6,6 +6,7 @@ on)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pipelines.land import land_records
 from pipelines.privacy import Pseudonymiser
 from pipelines.run import ingest_source, open_warehouse
 from pipelines.sources import adapter_for, raw_table
+from pipelines.status import pipeline_status
 from tests.reliability.conftest import PSEUDONYM_KEY
 from tests.reliability.drops import dhis2_drop, drop_config, some_values
 from tests.reliability.results import Results
@@ -158,7 +160,7 @@ def test_a_fhir_resource_version_delivered_two_to_five_times_is_stored_once(
 
 
 def test_schema_drift_is_kept_reported_or_refused_and_other_sources_go_on(
-    file_country: Path, tmp_path: Path, results: Results
+    file_country: Path, tmp_path: Path, results: Results, caplog: pytest.LogCaptureFixture
 ) -> None:
     values = some_values(file_country, 6)
     for v in values[:2]:
@@ -189,11 +191,30 @@ def test_schema_drift_is_kept_reported_or_refused_and_other_sources_go_on(
             {"name": "lab", "type": "hl7v2", "path": str(file_country / "hl7")},
         ],
     )
+    caplog.set_level(logging.WARNING, logger="pipelines.schema_changes")
     with open_warehouse(config) as warehouse:
         for name in ("hmis", "sheets", "lab"):
             ingest_source(warehouse, config.source(name), config, run_id="drift")
+        first_warnings = [r.getMessage() for r in caplog.records if "new field" in r.getMessage()]
+        caplog.clear()
+        # the same files again (a full pull, so every record is read and landed again)
+        again = {
+            name: ingest_source(
+                warehouse, config.source(name), config, run_id="again", full_refresh=True
+            )
+            for name in ("hmis", "sheets", "lab")
+        }
+        second_warnings = [r.getMessage() for r in caplog.records if "new field" in r.getMessage()]
+        changes = warehouse.fetchall(
+            "select source_name, raw_table, field, change, first_seen_run_id, records "
+            "from audit.schema_changes order by source_name, field"
+        )
+        status = {s.name: s for s in pipeline_status(warehouse, config, utc_now()).sources}
         kept = warehouse.fetchall(
             "select extras from raw.dhis2__data_values where extras like '%newField%'"
+        )
+        documented_kept = warehouse.fetch_scalar(
+            "select count(*) from raw.dhis2__data_elements where extras like '%zeroIsSignificant%'"
         )
         held = {
             (str(t), str(r), str(f)): str(reason)
@@ -221,6 +242,35 @@ def test_schema_drift_is_kept_reported_or_refused_and_other_sources_go_on(
     assert all("supplier_note" in str(extras) for _, extras in sheet_rows)
     assert valid_values >= 2  # the untouched values went through
     assert lab > 0  # another source went on
+    # The new fields are reported once: audited with the batch that first carried them ...
+    # (the simulated metadata export also carries documented DHIS2 fields the connector does
+    # not map, such as zeroIsSignificant: kept in extras, but not drift)
+    assert changes == [
+        ("hmis", "dhis2__data_values", "newField", "added", "drift", 2),
+        ("sheets", "tabular__workforce", "supplier_note", "added", "drift", len(sheet_rows)),
+    ]
+    drifted = changes
+    assert documented_kept > 0
+    # ... with one warning each, naming source, entity, field and count ...
+    assert len(first_warnings) == len(changes)
+    assert (
+        "hmis data_values: new field 'newField' in 2 records, kept in raw extras "
+        "(audit.schema_changes)" in first_warnings
+    )
+    assert (
+        f"sheets workforce: new field 'supplier_note' in {len(sheet_rows)} records, kept in "
+        "raw extras (audit.schema_changes)" in first_warnings
+    )
+    # ... and nothing new when the same files land again
+    assert second_warnings == []
+    assert again["hmis"].entities["data_values"].received == len(values)
+    assert all(c.new_fields == [] for s in again.values() for c in s.entities.values())
+    assert {(c.raw_table, c.field, c.records) for c in status["hmis"].schema_changes} >= {
+        ("dhis2__data_values", "newField", 2)
+    }
+    assert len(status["hmis"].schema_changes) == 1
+    assert [c.field for c in status["sheets"].schema_changes] == ["supplier_note"]
+    assert status["lab"].schema_changes == []
     results.record(
         "schema drift",
         "a new field (DHIS2, CSV), a removed required field (DHIS2 orgUnit, CSV filled_posts), "
@@ -228,6 +278,9 @@ def test_schema_drift_is_kept_reported_or_refused_and_other_sources_go_on(
         6,
         0,
         new_fields_kept_in_extras=len(kept) + len(sheet_rows),
+        new_fields_reported=len(drifted),
+        fields_recorded_in_all=len(changes),
+        new_field_warnings=len(first_warnings) + len(second_warnings),
         quarantined_with_field_named=len(held),
         other_source_rows_landed=lab,
     )

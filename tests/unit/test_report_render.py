@@ -141,3 +141,29 @@ def test_json_errors_are_json(
     monkeypatch.setattr(cli, "cmd_status", failing)
     assert cli.main(["status", "--json"]) == 2
     assert json.loads(capsys.readouterr().err) == {"error": "no warehouse", "hint": None}
+
+
+def test_the_run_summary_names_the_new_fields_of_the_run() -> None:
+    from pipelines.run import EntityCounts, RunSummary, SourceSummary
+
+    quiet = RunSummary(
+        run_id="r", sources=[SourceSummary("hmis", entities={"data_values": EntityCounts()})]
+    )
+    assert cli.new_fields_note(quiet) is None
+    drifted = RunSummary(
+        run_id="r",
+        sources=[
+            SourceSummary(
+                "hmis",
+                entities={
+                    "data_elements": EntityCounts(),
+                    "data_values": EntityCounts(new_fields=["newField", "storedAt"]),
+                },
+            ),
+            SourceSummary("sheets", entities={"workforce": EntityCounts(new_fields=["note"])}),
+        ],
+    )
+    assert cli.new_fields_note(drifted) == (
+        "Schema changes: 3 new fields kept in raw extras (hmis data_values: newField, "
+        "storedAt; sheets workforce: note); `healthpipe status` lists them"
+    )
