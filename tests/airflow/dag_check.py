@@ -29,6 +29,10 @@ def main() -> None:
     report: dict[str, Any] = {
         "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
         "parse_seconds": {str(s.file): seconds(s.duration) for s in bag.dagbag_stats},
+        # what parsing pulled in: the DAG files must leave the heavy libraries to the tasks
+        "heavy_modules_loaded": sorted(
+            name for name in ("great_expectations", "dbt", "pandas") if name in sys.modules
+        ),
         "dags": {
             dag_id: {
                 "tags": sorted(dag.tags),

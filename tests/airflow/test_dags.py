@@ -90,8 +90,12 @@ def test_one_ingest_dag_per_source_and_every_dag_parses_fast(
     assert report["import_errors"] == {}
     ingest = {f"healthpipe_ingest_{s['name']}" for s in sources}
     assert set(report["dags"]) == ingest | CORE_DAGS
+    # The DAG processor re-parses every file every few minutes: the files wire tasks and leave
+    # the heavy imports (GX takes seconds) to the tasks. Checked by what parsing imported,
+    # not by a time (which a busy machine would break); the time bound only catches a hang.
+    assert report["heavy_modules_loaded"] == []
     for file, duration in report["parse_seconds"].items():
-        assert duration < 1.0, f"{file} took {duration:.2f} s to parse"
+        assert duration < 30, f"{file} took {duration:.2f} s to parse"
     for dag_id, dag in report["dags"].items():
         assert dag["tags"] and "healthpipe" in dag["tags"], dag_id
         assert dag["owner"] == "healthpipe", dag_id

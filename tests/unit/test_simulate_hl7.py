@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -386,10 +385,8 @@ def test_same_seed_gives_byte_identical_files(run: Run, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_country_is_fast_and_bounded(tmp_path: Path) -> None:
+def test_default_country_is_bounded(tmp_path: Path) -> None:
     sim = Simulation(7, build_country(7), Window())
-    started = time.perf_counter()
-    counts = write_hl7(sim, tmp_path)
-    assert time.perf_counter() - started < 10
+    counts = write_hl7(sim, tmp_path)  # its speed is measured by benchmarks/, not here
     assert 10_000 <= counts["messages"] <= 60_000
     assert counts["files"] <= 5_000
