@@ -16,8 +16,9 @@ ingest DAGs run side by side):
   through XCom. Each worker reports its own task-instance ``hostname``
   (:func:`worker_hostname`), so the check can see that both ran tasks.
 
-The ingest DAGs are unpaused (catch-up off: the scheduler creates one run each, for the latest
-interval). When both have finished, transform is unpaused and triggered once, as the
+The ingest DAGs are unpaused one after the other, DHIS2 first (catch-up off: the scheduler
+creates one run each, for the latest interval): other sources validate their facilities
+against the org units DHIS2 landed. When both have finished, transform is unpaused and triggered once, as the
 LocalExecutor run orders it (left unpaused, it would run once per source's Asset event, and
 the first alerts run would feed the second build's alert-based indicators); its marts Asset
 schedules the alerts DAG. When the chain is quiet, the bulletin DAG is unpaused and runs for
@@ -25,7 +26,9 @@ the last complete week. Every task instance must succeed at its first try, each 
 run once, and both workers must have run tasks.
 
 The comparison ignores what differs between any two runs: ``marts.alerts``' ``created_at``,
-``updated_at`` (wall-clock times of the run) and ``run_id`` (the orchestrator's run id).
+``updated_at`` (wall-clock times of the run), ``run_id`` (the orchestrator's run id) and
+``detected_at`` (the run's clock when the source has no report time; see
+``ALERT_RUN_COLUMNS``).
 ``marts.indicator_values`` holds no run-specific column and is compared whole.
 
 Usage: python -m tests.airflow.celery_check [--keep]   (--keep: leave the state directory and databases)
@@ -60,8 +63,10 @@ SOURCES = ("hmis", "lab")
 CORE_DAGS = ("healthpipe_transform", "healthpipe_alerts")
 BULLETIN = "healthpipe_bulletin"
 PSEUDONYM_KEY = "celery-check-pseudonym-key-7d1e0b"
-ALERT_RUN_COLUMNS = {"created_at", "updated_at", "run_id"}
-"""Columns of marts.alerts that hold the run's wall-clock time or id, not its data."""
+ALERT_RUN_COLUMNS = {"created_at", "updated_at", "run_id", "detected_at"}
+"""Columns of marts.alerts that hold the run's wall-clock time or id, not its data.
+``detected_at`` is the first week's last report time, but the run's clock when the source
+gives none (the lab-confirmed measles rule's HL7 results); ``days_to_detect`` is compared."""
 TERMINAL = {"success", "failed"}
 
 
@@ -248,9 +253,12 @@ def run_chain(api: Api, processes: Processes) -> list[dict[str, Any]]:
     # follows both sources, as in the LocalExecutor run. (With transform unpaused, each
     # source's Asset event starts its own transform run, and the alerts of the first run feed
     # the alert-based indicators of the second: other marts than one run after both.)
+    # One source after the other, DHIS2 first: the HL7 suite checks each result's facility
+    # against the org units DHIS2 landed, so a lab pull validated before the first DHIS2
+    # pull quarantines what it cannot place (the LocalExecutor run keeps this order too).
     for dag_id in ingest:
         api.unpause(dag_id)
-    wait_for("the ingest runs", finished(ingest), timeout=900)
+        wait_for(f"the {dag_id} run", finished([dag_id]), timeout=900)
     log("ingest runs finished")
     for dag_id in CORE_DAGS:
         api.unpause(dag_id)
