@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check
+.PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check airflow-celery
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ airflow: $(STAMP) ## run Airflow standalone (SQLite, DuckDB, the demo sources) o
 
 airflow-check: $(STAMP) ## start `make airflow` on a small country, trigger a DAG over the REST API, stop
 	$(PY) -m tests.airflow.standalone_check
+
+airflow-celery: $(STAMP) ## the DAG chain under CeleryExecutor (2 workers, Redis, PostgreSQL); marts must equal LocalExecutor's
+	$(PY) -m tests.airflow.celery_check
 
 docs: $(STAMP) ## build dbt docs (lineage) and Great Expectations Data Docs into site/ (after make demo)
 	$(VENV)/bin/healthpipe docs --out site

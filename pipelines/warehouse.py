@@ -26,6 +26,8 @@ from pipelines.tables import ALERT_DDL, AUDIT_DDL, DEFINITION_DDL, SCHEMAS
 
 Params = Mapping[str, Any] | None
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+STRUCTURE_LOCK = 0x6865616C7468
+"""The PostgreSQL advisory lock key ``ensure_schemas`` holds ("health" in ASCII)."""
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,17 @@ class Warehouse(ABC):
         from pipelines.sources import all_raw_tables  # sources import this module
 
         with self.transaction():
+            self._lock_structure()
             for schema in SCHEMAS:
                 self.execute(f"create schema if not exists {schema}")
             for ddl in AUDIT_DDL + DEFINITION_DDL + ALERT_DDL:
                 self.execute(ddl)
             for table in all_raw_tables():
                 self.execute(table.ddl())
+
+    @abstractmethod
+    def _lock_structure(self) -> None:
+        """Serialise ``ensure_schemas`` across processes for the current transaction."""
 
     def table_exists(self, schema: str, table: str) -> bool:
         count = self.fetch_scalar(
@@ -202,6 +209,10 @@ class DuckDBWarehouse(Warehouse):
             sql, params=dict(params) if params else None
         ).to_arrow_table()
         return table
+
+    def _lock_structure(self) -> None:
+        """DuckDB has one writer per file: nothing else can be creating the schemas."""
+        return
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -291,6 +302,13 @@ class PostgresWarehouse(Warehouse):
     def transaction(self) -> Iterator[None]:
         with self._con.transaction():
             yield
+
+    def _lock_structure(self) -> None:
+        # Two tasks opening a fresh warehouse at once (parallel ingest DAGs, on one worker or
+        # two) would both run `create schema if not exists raw`: PostgreSQL's catalog check
+        # is not atomic, and the loser fails with a unique violation. The later one waits here
+        # until the first commits, then finds everything made.
+        self._con.execute("select pg_advisory_xact_lock(%s)", (STRUCTURE_LOCK,))
 
     def load_arrow(self, table: str, data: pa.Table) -> int:
         if data.num_rows == 0:

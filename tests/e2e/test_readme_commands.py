@@ -31,6 +31,7 @@ COVERED_BY: dict[str, str] = {
     "make bench": "tests/benchmarks/test_harness.py::test_every_stage_ran_and_reported",
     "make airflow": "tests/airflow/standalone_check.py::main",
     "make airflow-check": "tests/airflow/standalone_check.py::main",
+    "make airflow-celery": "tests/airflow/celery_check.py::main",
     "make docs": "tests/e2e/test_cli.py::test_demo_runs_and_says_where_the_results_are",
     "make help": "tests/e2e/test_readme_commands.py::test_make_targets_exist_and_dry_run",
     "make format": "tests/e2e/test_readme_commands.py::test_make_targets_exist_and_dry_run",
@@ -55,6 +56,7 @@ COVERED_BY: dict[str, str] = {
     "airflow scheduler": "tests/airflow/standalone_check.py::main",
     "airflow dag-processor": "tests/airflow/standalone_check.py::main",
     "airflow triggerer": "tests/airflow/standalone_check.py::main",
+    "airflow celery": "tests/airflow/celery_check.py::main",
 }
 PLACEHOLDERS = {"NAME": "hmis", "ID": "abcdefghijk", "DAG_ID": "healthpipe_transform"}
 

@@ -24,6 +24,33 @@ def test_creates_the_five_schemas_and_audit_tables(warehouse_url: str) -> None:
         assert warehouse.table_exists("raw", "dhis2__data_values")
 
 
+@pytest.mark.postgres
+def test_processes_creating_a_fresh_warehouse_at_once_all_succeed(postgres_url: str) -> None:
+    """Parallel ingest tasks (Celery workers) open a fresh warehouse together: without a
+    lock, `create schema if not exists` races and one fails with a unique violation."""
+    import threading
+
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_and_create() -> None:
+        try:
+            with Warehouse.open(postgres_url) as warehouse:
+                barrier.wait(timeout=30)
+                warehouse.ensure_schemas()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with Warehouse.open(postgres_url) as warehouse:
+        assert warehouse.table_exists("raw", "dhis2__data_values")
+
+
 def test_bulk_load_keeps_nulls_empty_strings_and_awkward_text(warehouse_url: str) -> None:
     awkward = ["plain", "", None, 'comma, "quote"\nnewline', "percent % and $name", "ünïcode"]
     with Warehouse.open(warehouse_url) as warehouse:
