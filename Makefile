@@ -8,9 +8,10 @@ UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.healthpipe-installed
 EXTRAS := dev,postgres,airflow
 PYTEST_ARGS ?=
-# make test spreads test modules over this many processes (pytest-xdist; a module's fixtures
-# stay on one worker). One pytest process kept one of CI's two cores busy; 1 runs serially.
-TEST_WORKERS ?= 2
+# TEST_WORKERS=2 spreads test modules over two pytest-xdist workers (a module's fixtures stay
+# on one worker). Measured on 2 cores it was slower than serial (42 min against 35: the tests
+# already run DuckDB, dbt threads and servers in parallel), so the default is 0: one process.
+TEST_WORKERS ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check airflow-celery

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def _odk_form_changes(
     at_cursor: bool,
 ) -> tuple[list[Record], dict[str, Any]]:
     new_count, edit_count, delete_count = counts
-    repeated = {r["__id"] for r in rows if sum(1 for s in rows if s["__id"] == r["__id"]) > 1}
+    seen = Counter(r["__id"] for r in rows)  # one pass: the rows run to tens of thousands
+    repeated = {instance for instance, times in seen.items() if times > 1}
     taken = defects | repeated
     candidates = [r for r in rows if _changeable(r)]
     changed: list[Record] = []
