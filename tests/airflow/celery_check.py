@@ -54,6 +54,9 @@ from typing import Any
 import requests
 import yaml
 
+from tests.airflow import standalone_check
+from tests.airflow.standalone_check import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
@@ -84,25 +87,8 @@ def fail(message: str) -> SystemExit:
     return SystemExit(f"airflow-celery: FAILED: {message}")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise fail(f"timed out after {timeout:.0f} s waiting for {what} ({last})")
+    return standalone_check.wait_for(what, check, timeout, every, name="airflow-celery: FAILED")
 
 
 class Databases:

@@ -32,7 +32,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
+def wait_for(
+    what: str, check: Any, timeout: float, every: float = 2.0, name: str = "airflow-check"
+) -> Any:
+    """Call ``check`` every ``every`` seconds until it returns something true (an HTTP error
+    counts as not yet); exit naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -44,7 +48,7 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
             if last:
                 return last
         time.sleep(every)
-    raise SystemExit(f"airflow-check: timed out after {timeout:.0f} s waiting for {what} ({last})")
+    raise SystemExit(f"{name}: timed out after {timeout:.0f} s waiting for {what} ({last})")
 
 
 def prepare(state: Path) -> Path:
