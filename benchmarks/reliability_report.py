@@ -29,6 +29,7 @@ AREAS = (
     "schema drift",
     "hostile input",
     "secrets",
+    "privacy",
     "audit",
 )
 
@@ -37,14 +38,16 @@ INTRO = """# Reliability
 Issue 10: healthpipe keeps working, loses nothing and leaks nothing when it is re-run,
 killed, cut off from its database or its sources, sent the same data again, sent late or
 corrected data, sent data in a new shape, or sent hostile input. Every figure below was
-written by a test of `tests/reliability` in the run recorded here; `make reliability`
+written by a test of the reliability suite (`tests/reliability`, and the tests elsewhere
+marked `reliability`) in the run recorded here; `make reliability`
 runs the suite with 50 random kill points and a real PostgreSQL restart, and regenerates
 this page (`python -m benchmarks.reliability_report`). `make test` runs the same tests with
 3 kill points and terminates the loader's PostgreSQL backend instead of restarting the
 server.
 
-"Lost" counts source records missing (or partly landed batches, or secrets found, or rows
-without an audit trail) after the fault and the recovery the test describes.
+"Lost" counts source records missing (or partly landed batches, or secrets found, or masked
+counts recovered, or rows without an audit trail) after the fault and the recovery the test
+describes.
 """
 
 

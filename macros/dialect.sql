@@ -69,3 +69,18 @@
 {% macro duckdb__hp_json_text(expression, path) -%}
     json_extract_string({{ expression }}, '$.{{ path | map('tojson') | join('.') }}')
 {%- endmacro %}
+
+{#- Text ordered byte by byte, the same on every engine: PostgreSQL sorts by the database's
+    collation (en_US orders case and punctuation differently), DuckDB by bytes. Used where an
+    order decides an outcome (which complementary cell is masked). -#}
+{% macro hp_bytewise(expression) -%}
+    {{ return(adapter.dispatch('hp_bytewise', 'healthpipe')(expression)) }}
+{%- endmacro %}
+
+{% macro default__hp_bytewise(expression) -%}
+    {{ expression }}
+{%- endmacro %}
+
+{% macro postgres__hp_bytewise(expression) -%}
+    {{ expression }} collate "C"
+{%- endmacro %}

@@ -1,106 +1,107 @@
 {#- Small-cell suppression for the public layer (models/marts/public).
 
-    hp_masked_cells returns, for every non-null cell of `cells` (a relation or CTE with
-    org_unit_id, the partition columns and value_column), whether it is masked:
+    A count from 1 to threshold - 1 could identify a patient; it is masked (primary). Masking
+    it alone is not enough: a reader who knows a total and all its parts but one subtracts.
+    The totals a reader can take are listed, as groups of cells, in
+    int_suppression_equations (parent and children org units, a period and the finer periods
+    that roll into it, a data element over its disaggregations). hp_complete_masking then
+    masks complementary cells until no group has exactly one masked cell:
 
-    primary        the value is a count from 1 to threshold - 1 (zero stays visible) and the
-                   `sensitive` expression holds for the row;
-    complementary  subtraction must not reveal a primary cell. Cells are grouped by parent org
-                   unit within each partition (for example disease and week). Walking the
-                   hierarchy from the top, in each group:
-                   - the parent is published and exactly one child is masked: the parent minus
-                     the published children would give it away, so the smallest other child
-                     is masked too;
-                   - the parent is masked but no child is: the published children would add up
-                     to the parent, so the smallest child is masked.
-                   A parent absent from `cells` counts as published when
-                   assume_parents_published (another public table publishes the total), else
-                   as absent (no equation to protect).
-    The walk goes level by level (1 .. healthpipe_max_org_unit_level) because a child's rule
-    depends on its parent's final state. It protects sums along the org-unit hierarchy within
-    one partition; sums across periods (weeks into years) or disaggregations are not covered. -#}
+        repeat
+            for each group touched by the cells masked in the last round
+                that has exactly one masked cell:
+                mask its smallest unmasked non-zero cell (a zero only when no other
+                is left; ties: the lower cell_id)
+        until a round masks nothing
+
+    Masking a cell in one direction can leave a lone masked cell in another (a week masked
+    for its district leaves its month with one), hence the rounds; each only looks at the
+    groups the previous round touched, so a round costs what changed, not the whole table.
+    This is the usual greedy heuristic, not the least-loss solution (an integer programme):
+    it may mask more than needed, never less. A zero complement is a poor one (the masked
+    pair then adds up to the small count itself), so zeros are taken last. -#}
 {% macro hp_small_cell_threshold() -%}
     {{ return(var('healthpipe_small_cell_threshold')) }}
 {%- endmacro %}
 
-{% macro hp_masked_cells(cells, partition_columns, value_column, org_units, sensitive='true',
-                         assume_parents_published=false) %}
-    {%- set threshold = hp_small_cell_threshold() -%}
-    {%- set max_level = var('healthpipe_max_org_unit_level') | int -%}
-    {%- set prefix = value_column ~ '_masking' -%}
-    with {{ prefix }}_cells as (
+{#- Runs from int_suppression_masks' post-hook: the rounds are statements run one after the
+    other, so the hook itself renders no SQL of its own. A fixpoint not reached within
+    max_rounds fails the build. -#}
+{% macro hp_complete_masking(masks, equations, max_rounds=100) %}
+    {%- if execute -%}
+        {%- set state = namespace(last_added=1, rounds=0) -%}
+        {%- for round in range(1, max_rounds + 1) -%}
+            {%- if state.last_added > 0 -%}
+                {%- call statement('hp_masking_round') -%}
+                    update {{ masks }} set is_masked = true, masked_round = {{ round }}
+                    where cell_id in (
+                        select cell_id
+                        from (
+                            select
+                                e.cell_id,
+                                row_number() over (
+                                    partition by e.group_id
+                                    order by case when m.cell_value = 0 then 1 else 0 end,
+                                        m.cell_value, e.cell_id
+                                ) as candidate_rank
+                            from {{ equations }} as e
+                            join {{ masks }} as m on m.cell_id = e.cell_id
+                            where not m.is_masked
+                              and e.group_id in (
+                                  select g.group_id
+                                  from {{ equations }} as g
+                                  join {{ masks }} as gm on gm.cell_id = g.cell_id
+                                  where g.group_id in (
+                                      select t.group_id
+                                      from {{ equations }} as t
+                                      join {{ masks }} as tm on tm.cell_id = t.cell_id
+                                      where tm.masked_round = {{ round - 1 }}
+                                  )
+                                  group by g.group_id
+                                  having sum(case when gm.is_masked then 1 else 0 end) = 1
+                              )
+                        ) as candidates
+                        where candidate_rank = 1
+                    )
+                {%- endcall -%}
+                {%- set added = run_query(
+                    "select count(*) from " ~ masks ~ " where masked_round = " ~ round
+                ).columns[0].values()[0] -%}
+                {%- set state.last_added = added -%}
+                {%- set state.rounds = round -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if state.last_added > 0 -%}
+            {{ exceptions.raise_compiler_error(
+                "small-cell suppression: complementary masking still changed cells after "
+                ~ max_rounds ~ " rounds in " ~ masks) }}
+        {%- endif -%}
+        {{ log("small-cell suppression: complementary masking settled after " ~ state.rounds ~ " rounds", info=false) }}
+    {%- endif -%}
+{% endmacro %}
 
-        select
-            c.org_unit_id,
-            ou.parent_id,
-            ou.level as org_unit_level,
-            {%- for column in partition_columns %}
-            c.{{ column }},
-            {%- endfor %}
-            c.{{ value_column }} as cell_value,
-            ({{ sensitive }})
-                and c.{{ value_column }} > 0
-                and c.{{ value_column }} < {{ threshold }} as is_primary
-        from {{ cells }} as c
-        join {{ org_units }} as ou on ou.org_unit_id = c.org_unit_id
-        where c.{{ value_column }} is not null
+{#- Fresh statistics for a table a later statement joins heavily (PostgreSQL plans a table
+    it has never analysed as tiny). -#}
+{% macro hp_analyze(relation) -%}
+    {{ return(adapter.dispatch('hp_analyze', 'healthpipe')(relation)) }}
+{%- endmacro %}
 
-    ),
+{% macro default__hp_analyze(relation) -%}
+    analyze {{ relation }}
+{%- endmacro %}
 
-    {%- for level in range(1, max_level + 1) %}
-
-    {{ prefix }}_level_{{ level }} as (
-
-        select
-            org_unit_id,
-            {%- for column in partition_columns %}
-            {{ column }},
-            {%- endfor %}
-            is_primary,
-            is_primary or (
-                candidate_rank = 1
-                and not is_primary
-                and ((parent_state = 'published' and masked_siblings = 1)
-                     or (parent_state = 'masked' and masked_siblings = 0))
-            ) as is_masked
-        from (
-            select
-                c.*,
-                {%- if level == 1 %}
-                {{ "case when c.parent_id is not null then 'published' else 'absent' end" if assume_parents_published else "'absent'" }} as parent_state,
-                {%- else %}
-                case
-                    when p.org_unit_id is not null and p.is_masked then 'masked'
-                    when p.org_unit_id is not null then 'published'
-                    {%- if assume_parents_published %}
-                    when c.parent_id is not null then 'published'
-                    {%- endif %}
-                    else 'absent'
-                end as parent_state,
-                {%- endif %}
-                sum(case when c.is_primary then 1 else 0 end) over (
-                    partition by c.parent_id {%- for column in partition_columns %}, c.{{ column }}{% endfor %}
-                ) as masked_siblings,
-                row_number() over (
-                    partition by c.parent_id {%- for column in partition_columns %}, c.{{ column }}{% endfor %}, c.is_primary
-                    order by c.cell_value, c.org_unit_id
-                ) as candidate_rank
-            from {{ prefix }}_cells as c
-            {%- if level > 1 %}
-            left join {{ prefix }}_level_{{ level - 1 }} as p
-                on p.org_unit_id = c.parent_id
-                {%- for column in partition_columns %}
-                and p.{{ column }} = c.{{ column }}
-                {%- endfor %}
-            {%- endif %}
-            where c.org_unit_level = {{ level }}
-        ) as ranked
-
-    ){{ ',' if not loop.last }}
-    {%- endfor %}
-
-    {%- for level in range(1, max_level + 1) %}
-    select * from {{ prefix }}_level_{{ level }}
-    {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
+{#- The mask of every cell of one public table, keyed as in int_suppression_cells. -#}
+{% macro hp_public_masks(table_name) %}
+    select
+        c.measure,
+        c.key_1,
+        c.key_2,
+        c.key_3,
+        c.key_4,
+        c.org_unit_id,
+        c.period_id,
+        m.is_masked
+    from {{ ref('int_suppression_cells') }} as c
+    join {{ ref('int_suppression_masks') }} as m on m.cell_id = c.cell_id
+    where c.table_name = '{{ table_name }}'
 {% endmacro %}

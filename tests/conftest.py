@@ -14,6 +14,7 @@ import pytest
 from pipelines.config import HealthpipeConfig, parse_config
 from pipelines.simulate import build_country, simulate
 from pipelines.simulate.country import Country
+from tests.reliability.results import Results, results_path
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 
@@ -120,3 +121,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, marker))
         if "airflow" in parts:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
+    """Where reliability figures go (RELIABILITY.md): tests/reliability and the few tests
+    elsewhere marked ``reliability`` record into it."""
+    return Results(results_path(tmp_path_factory.mktemp("reliability") / "results.jsonl"))

@@ -1,5 +1,6 @@
-"""Fixtures of the reliability suite: where figures go, and a small country with the file
-sources (DHIS2 payloads, HL7 lab files, spreadsheets) written once per session."""
+"""Fixtures of the reliability suite: a small country with the file sources (DHIS2 payloads,
+HL7 lab files, spreadsheets) written once per session. Where figures go: ``results`` in
+tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,14 +10,8 @@ import pytest
 
 from pipelines.simulate import simulate
 from pipelines.simulate.country import build_country
-from tests.reliability.results import Results, results_path
 
 PSEUDONYM_KEY = "reliability-suite-pseudonym-key-0123"
-
-
-@pytest.fixture(scope="session")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    return Results(results_path(tmp_path_factory.mktemp("reliability") / "results.jsonl"))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 {#- fct_surveillance_weekly for publication: cases and deaths from 1 to the small-cell threshold
-    minus 1 are masked (NULL), with complementary masking along the org-unit hierarchy
+    minus 1 are masked (NULL), with the complementary cells that keep them from being
+    recovered from published totals over org units or periods
     (macros/small_cell_suppression.sql); the attack rate goes with the cases. -#}
 with surveillance as (
 
@@ -7,15 +8,9 @@ with surveillance as (
 
 ),
 
-masked_cases as (
+masks as (
 
-    {{ hp_masked_cells('surveillance', ['disease', 'period_id'], 'cases', ref('dim_org_unit')) }}
-
-),
-
-masked_deaths as (
-
-    {{ hp_masked_cells('surveillance', ['disease', 'period_id'], 'deaths', ref('dim_org_unit')) }}
+    {{ hp_public_masks('pub_surveillance_weekly') }}
 
 )
 
@@ -39,11 +34,13 @@ select
     coalesce(md.is_masked, false) as is_deaths_suppressed,
     coalesce(mc.is_masked, false) or coalesce(md.is_masked, false) as is_suppressed
 from surveillance as s
-left join masked_cases as mc
-    on mc.org_unit_id = s.org_unit_id
-    and mc.disease = s.disease
+left join masks as mc
+    on mc.measure = 'cases'
+    and mc.key_1 = s.disease
+    and mc.org_unit_id = s.org_unit_id
     and mc.period_id = s.period_id
-left join masked_deaths as md
-    on md.org_unit_id = s.org_unit_id
-    and md.disease = s.disease
+left join masks as md
+    on md.measure = 'deaths'
+    and md.key_1 = s.disease
+    and md.org_unit_id = s.org_unit_id
     and md.period_id = s.period_id

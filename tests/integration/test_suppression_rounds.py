@@ -1,0 +1,142 @@
+"""Complementary suppression, cell by cell: the masking models (int_suppression_*) run by dbt
+on a small hand-made warehouse whose masks can be worked out on paper.
+
+The upstream marts are plain tables here; dbt builds only the suppression models and
+pub_surveillance_weekly on top of them, post-hooks and all (a dbt unit test would skip the
+rounds, which run in int_suppression_masks' post-hook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.transform import run_dbt
+from pipelines.warehouse import Warehouse
+
+MODELS = [
+    "int_suppression_cells",
+    "int_suppression_equations",
+    "int_suppression_masks",
+    "pub_surveillance_weekly",
+    "assert_suppressed_cells_are_not_recoverable",
+]
+UPSTREAM = """
+create schema marts;
+create schema intermediate;
+create schema staging;
+create table marts.dim_org_unit (org_unit_id varchar, parent_id varchar, level integer);
+create table marts.fct_surveillance_weekly (
+    disease varchar, disease_name varchar, org_unit_id varchar, org_unit_level integer,
+    period_id varchar, week_start_date date, week_end_date date, cases double, deaths double,
+    population double, cases_per_100k double, reports_received integer,
+    reports_expected integer, reporting_completeness double,
+    is_immediately_notifiable boolean);
+create table marts.indicator_values (
+    indicator_id varchar, org_unit_id varchar, period_id varchar, period_type varchar,
+    numerator double, denominator double);
+create table marts.fct_data_values (
+    source varchar, data_element_id varchar, category_option_combo_id varchar,
+    attribute_option_combo_id varchar, org_unit_id varchar, period_id varchar,
+    period_type varchar, value double);
+create table staging.stg_healthpipe__indicator_operands (
+    indicator_id varchar, data_element_id varchar);
+create table staging.data_quality_elements (data_element_id varchar);
+create table intermediate.int_period_rollups (
+    period_id varchar, period_type varchar, target_period_id varchar,
+    target_period_type varchar);
+"""
+
+
+def build(tmp_path: Path, units: list[tuple[str, str | None, int]],
+          cases: dict[tuple[str, str], float],
+          rollups: list[tuple[str, str]] = ()) -> dict[tuple[str, str], tuple[float | None, bool]]:  # fmt: skip
+    """Build the masks for malaria cases per (org unit, week); deaths are all zero.
+    Returns (published cases, is_cases_suppressed) per (org unit, week)."""
+    url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    with Warehouse.open(url) as warehouse:
+        for statement in UPSTREAM.split(";"):
+            if statement.strip():
+                warehouse.execute(statement)
+        for unit, parent, level in units:
+            warehouse.execute(
+                "insert into marts.dim_org_unit values ($u, $p, $l)",
+                {"u": unit, "p": parent, "l": level},
+            )
+        levels = {unit: level for unit, _, level in units}
+        for (unit, week), count in cases.items():
+            warehouse.execute(
+                "insert into marts.fct_surveillance_weekly (disease, org_unit_id, org_unit_level, "
+                "period_id, cases, deaths) values ('malaria', $u, $l, $w, $c, 0)",
+                {"u": unit, "l": levels[unit], "w": week, "c": count},
+            )
+        for week, target in rollups:
+            warehouse.execute(
+                "insert into intermediate.int_period_rollups values ($w, 'Weekly', $t, 'Monthly')",
+                {"w": week, "t": target},
+            )
+        env = warehouse.dbt_env()
+    run_dbt(["build", "--select", *MODELS], dbt_env=env, state_dir=tmp_path / "state")
+    with Warehouse.open(url) as warehouse:
+        published = warehouse.fetchall(
+            "select org_unit_id, period_id, cases, is_cases_suppressed "
+            "from marts.pub_surveillance_weekly"
+        )
+    return {(unit, week): (count, masked) for unit, week, count, masked in published}
+
+
+def test_small_counts_and_their_complements_along_the_hierarchy(tmp_path: Path) -> None:
+    """Country C (34 cases) has districts D1 (19), D2 (12) and D3 (3). D3 is a small count;
+    the smallest other district, D2, goes with it. D2 is then masked but none of its
+    facilities F4 (0) and F5 (12): F5 is masked (a zero is a poor complement, taken last).
+    Under D1, F1 (2) is small and the next smallest, F3 (7), goes with it; F2 (10) stays.
+    Under D3, F6 (3) is small and D3 is masked: nothing more. Zeros stay visible."""
+    units = [("C", None, 1), ("D1", "C", 2), ("D2", "C", 2), ("D3", "C", 2),
+             ("F1", "D1", 3), ("F2", "D1", 3), ("F3", "D1", 3), ("F4", "D2", 3),
+             ("F5", "D2", 3), ("F6", "D3", 3), ("F7", "D3", 3)]  # fmt: skip
+    counts = {"C": 34, "D1": 19, "D2": 12, "D3": 3, "F1": 2, "F2": 10, "F3": 7, "F4": 0,
+              "F5": 12, "F6": 3, "F7": 0}  # fmt: skip
+    published = build(tmp_path, units, {(u, "2025W5"): c for u, c in counts.items()})
+    masked = {unit for (unit, _), (_, is_masked) in published.items() if is_masked}
+    assert masked == {"D2", "D3", "F1", "F3", "F5", "F6"}
+    assert all(published[(u, "2025W5")][0] is None for u in masked)
+    assert published[("F4", "2025W5")] == (0, False)
+    assert published[("C", "2025W5")] == (34, False)
+
+
+def test_masking_goes_round_org_units_and_periods_until_nothing_is_alone(
+    tmp_path: Path,
+) -> None:
+    """Districts D1 and D2 under C, weeks W7 and W8 of one month. D1's 3 in W7 is small.
+    Round 1: W7's total needs D2 W7 (10) masked; D1's month needs D1 W8 (8) masked.
+    Round 2: that leaves W8's total with one masked district, and D2's month with one
+    masked week: D2 W8 (9) answers both. Then every total has two masked parts or none."""
+    units = [("C", None, 1), ("D1", "C", 2), ("D2", "C", 2)]
+    cases = {("C", "2025W7"): 13, ("D1", "2025W7"): 3, ("D2", "2025W7"): 10,
+             ("C", "2025W8"): 17, ("D1", "2025W8"): 8, ("D2", "2025W8"): 9}  # fmt: skip
+    rollups = [("2025W7", "202502"), ("2025W8", "202502")]
+    published = build(tmp_path, units, cases, rollups)
+    masked = {key for key, (_, is_masked) in published.items() if is_masked}
+    assert masked == {("D1", "2025W7"), ("D2", "2025W7"), ("D1", "2025W8"), ("D2", "2025W8")}
+    assert published[("C", "2025W7")] == (13, False)
+    assert published[("C", "2025W8")] == (17, False)
+    with Warehouse.open(f"duckdb:///{tmp_path / 'warehouse.duckdb'}") as warehouse:
+        rounds = dict(
+            warehouse.fetchall(
+                "select c.org_unit_id || ' ' || c.period_id, m.masked_round "
+                "from intermediate.int_suppression_masks m "
+                "join intermediate.int_suppression_cells c using (cell_id) "
+                "where m.is_masked and c.measure = 'cases'"
+            )
+        )
+    assert rounds == {"D1 2025W7": 0, "D2 2025W7": 1, "D1 2025W8": 1, "D2 2025W8": 2}
+
+
+def test_a_lone_child_takes_its_parent_with_it(tmp_path: Path) -> None:
+    """A district with one facility: the facility's 2 equals the district's total, which is
+    then masked too (a small count itself), and the country loses it by its other district."""
+    units = [("C", None, 1), ("D1", "C", 2), ("D2", "C", 2), ("F1", "D1", 3), ("F2", "D2", 3)]
+    cases = {("C", "2025W5"): 22, ("D1", "2025W5"): 2, ("D2", "2025W5"): 20,
+             ("F1", "2025W5"): 2, ("F2", "2025W5"): 20}  # fmt: skip
+    published = build(tmp_path, units, cases)
+    masked = {unit for (unit, _), (_, is_masked) in published.items() if is_masked}
+    assert masked == {"D1", "F1", "D2", "F2"}
+    assert published[("C", "2025W5")] == (22, False)
