@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipelines.errors import HealthpipeError
 from pipelines.periods import PeriodError, parse_period
+from pipelines.report.suppress import withheld
 from pipelines.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class DistrictRate:
     geometry: dict[str, Any] | None
     cases: float | None
     population: float | None
+    withheld: bool = False
+    """Neither the count nor the rate may be shown: a small count, or the complement that
+    keeps one from being worked out from the national total (see
+    :func:`pipelines.report.suppress.withheld`)."""
 
     @property
     def rate(self) -> float | None:
@@ -348,9 +353,19 @@ def _maps(warehouse: Warehouse, start: date, end: date) -> list[IncidenceMap]:
                 None if population is None else float(population),
             )
         )
+    for entry in maps.values():
+        # The national total of these weeks is the sum of the curve's last bars: one small
+        # district among them would be the total minus the others.
+        hidden = withheld([d.cases for d in entry.districts])
+        entry.districts[:] = [
+            replace(d, withheld=h) for d, h in zip(entry.districts, hidden, strict=True)
+        ]
     with_cases = [m for m in maps.values() if sum(d.cases or 0 for d in m.districts) > 0]
-    # The diseases with the highest national incidence first: those a reader looks for.
-    with_cases.sort(key=lambda m: -max((d.rate or 0) for d in m.districts))
+    # The diseases with the highest incidence first: those a reader looks for. Only shown
+    # rates rank them, or the order would hint at a withheld one.
+    with_cases.sort(
+        key=lambda m: -max((d.rate or 0 for d in m.districts if not d.withheld), default=0.0)
+    )
     return with_cases[:MAX_MAPS]
 
 

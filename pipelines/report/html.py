@@ -13,7 +13,7 @@ from datetime import datetime
 from html import escape
 from itertools import groupby
 
-from pipelines.report.data import MAX_ALERTS, AlertRow, Bulletin, ScoreRow
+from pipelines.report.data import CURVE_WEEKS, MAX_ALERTS, AlertRow, Bulletin, ScoreRow
 from pipelines.report.suppress import count_label, is_small, rate_label
 from pipelines.report.svg import EpiWeek, MapArea, choropleth, epi_curve, polygons_of
 
@@ -150,6 +150,19 @@ def _alerts_section(alerts: list[AlertRow]) -> str:
     )
 
 
+def _curve_total(cases: list[float | None]) -> str:
+    """The curve's cases over its weeks. With a "<5" week among them the exact total would
+    give that week back (total minus the weeks shown), so only the shown weeks are added up,
+    and the caption says so."""
+    shown = sum(c for c in cases if c is not None and not is_small(c))
+    if any(is_small(c) for c in cases):
+        return (
+            f'{CURVE_WEEKS} weeks: <span class="count">{count_label(shown)}</span> cases in weeks '
+            "shown; weeks with fewer than five cases withheld."
+        )
+    return f'{CURVE_WEEKS} weeks: <span class="count">{count_label(shown)}</span> cases.'
+
+
 def _curves_section(bulletin: Bulletin) -> str:
     if not bulletin.curves:
         return '<p class="empty">No case reported in the last 26 weeks.</p>'
@@ -159,13 +172,11 @@ def _curves_section(bulletin: Bulletin) -> str:
             EpiWeek(p, c, t, p in curve.alert_weeks)
             for p, c, t in zip(curve.weeks, curve.cases, curve.threshold, strict=True)
         ]
-        total = sum(c for c in curve.cases if c is not None)
         svg = epi_curve(f"{curve.name}: weekly cases, national", weeks)
         figures.append(
             f'<figure data-disease="{escape(curve.disease)}"><h3>{escape(curve.name)}</h3>'
-            f'{svg}<figcaption class="caption">26 weeks: <span class="count">'
-            f"{count_label(total)}</span> cases. Threshold: {escape(curve.threshold_note)}."
-            "</figcaption></figure>"
+            f'{svg}<figcaption class="caption">{_curve_total(curve.cases)} '
+            f"Threshold: {escape(curve.threshold_note)}.</figcaption></figure>"
         )
     legend = (
         '<div class="legend-inline">'
@@ -185,7 +196,7 @@ def _maps_section(bulletin: Bulletin) -> str:
     figures = []
     for incidence in bulletin.maps:
         areas = [
-            MapArea(d.name, polygons_of(d.geometry or {}), d.cases, d.rate)
+            MapArea(d.name, polygons_of(d.geometry or {}), d.cases, d.rate, d.withheld)
             for d in incidence.districts
         ]
         svg = choropleth(f"{incidence.name}: cases per 100,000, last four weeks", areas)
@@ -195,7 +206,9 @@ def _maps_section(bulletin: Bulletin) -> str:
         )
     return (
         '<p class="note">Cases per 100,000 population in the four weeks to the bulletin week, '
-        "by district. Classes hold similar numbers of districts.</p>"
+        "by district. Classes hold similar numbers of districts. Hatched: fewer than five "
+        "cases (&lt;5), or suppressed with such a district so that its count cannot be worked "
+        "out from the national total.</p>"
         f'<div class="grid maps">{"".join(figures)}</div>'
     )
 
@@ -295,11 +308,17 @@ def _kpis(bulletin: Bulletin) -> str:
     expected = sum(q.reports_expected or 0 for q in bulletin.quality)
     received = sum(q.reports_received or 0 for q in bulletin.quality)
     completeness = _pct(100.0 * received / expected) if expected else "\u2013"
-    cases = sum((c.cases[-1] or 0) for c in bulletin.curves if c.weeks[-1] == bulletin.period_id)
+    # Each disease's week is on its curve: a total over a "<5" one would give it back (the
+    # total minus the others), so only the diseases whose count is shown are added up.
+    latest = [c.cases[-1] for c in bulletin.curves if c.weeks[-1] == bulletin.period_id]
+    cases = sum(c for c in latest if c is not None and not is_small(c))
+    cases_note = f"cases of priority diseases in {bulletin.period_id}" + (
+        " (diseases with fewer than five left out)" if any(is_small(c) for c in latest) else ""
+    )
     items: Iterable[tuple[str, str]] = (
         (count_label(open_alerts), "open alerts (last four weeks)"),
         (count_label(new), f"new alerts in {bulletin.period_id}"),
-        (count_label(cases), f"cases of priority diseases in {bulletin.period_id}"),
+        (count_label(cases), cases_note),
         (completeness, "IDSR reporting completeness"),
     )
     return (
@@ -339,6 +358,6 @@ threshold.</p>{_curves_section(bulletin)}</section>
 <code>marts.fct_surveillance_weekly</code>, <code>marts.alerts</code>,
 <code>marts.indicator_values</code> and <code>audit.quarantine</code>. Small cells: counts
 below five are shown as &lt;5 in every table, chart and map, and rates resting on them are
-withheld.</footer>
+withheld; no total is printed that would give one back by subtraction.</footer>
 </main></body></html>
 """

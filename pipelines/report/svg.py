@@ -25,6 +25,8 @@ THRESHOLD = "#b7791f"
 SCALE = ("#fff5eb", "#fdd0a2", "#fd8d3c", "#d94801", "#7f2704")
 NO_DATA = "#e4e7eb"
 SUPPRESSED_FILL = "url(#hp-hatch)"
+WITHHELD = "suppressed"
+"""Label of a map district whose count is not small but is withheld with a small one."""
 
 HATCH_DEFS = (
     '<defs><pattern id="hp-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
@@ -162,6 +164,14 @@ class MapArea:
     cases: float | None
     rate: float | None
     """Incidence per 100,000 (None: no report)."""
+    withheld: bool = False
+    """Drawn and labelled as suppressed although its count is not small: the complement
+    that keeps a small district from being worked out from the total."""
+
+    @property
+    def hidden(self) -> bool:
+        """Neither its count nor its rate may show, in colour, label or tooltip."""
+        return self.withheld or is_small(self.cases)
 
 
 def class_breaks(rates: Sequence[float], classes: int = len(SCALE) - 1) -> list[float]:
@@ -179,10 +189,10 @@ def class_breaks(rates: Sequence[float], classes: int = len(SCALE) - 1) -> list[
 
 
 def _fill(area: MapArea, breaks: Sequence[float]) -> str:
+    if area.hidden:
+        return SUPPRESSED_FILL
     if area.cases is None or area.rate is None:
         return NO_DATA
-    if is_small(area.cases):
-        return SUPPRESSED_FILL
     if area.rate <= 0:
         return SCALE[0]
     for k, bound in enumerate(breaks):
@@ -207,8 +217,9 @@ def _centroid(ring: Ring) -> tuple[float, float, float]:
 
 def choropleth(title: str, areas: Sequence[MapArea], width: int = 460, height: int = 340) -> str:
     """District polygons coloured by incidence per 100,000, labelled with the rate (or
-    "<5 cases"), with a legend. Equirectangular projection scaled by the cosine of the
-    middle latitude: right for a country-sized extent."""
+    "<5 cases", or "suppressed" for a complement withheld with one), with a legend.
+    Equirectangular projection scaled by the cosine of the middle latitude: right for a
+    country-sized extent."""
     points = [p for a in areas for poly in a.polygons for ring in poly for p in ring]
     legend_h = 44
     parts = [
@@ -233,7 +244,7 @@ def choropleth(title: str, areas: Sequence[MapArea], width: int = 460, height: i
     def project(p: tuple[float, float]) -> tuple[float, float]:
         return off_x + (p[0] - lon0) * squash * scale, off_y + (lat1 - p[1]) * scale
 
-    breaks = class_breaks([a.rate for a in areas if a.rate is not None and not is_small(a.cases)])
+    breaks = class_breaks([a.rate for a in areas if a.rate is not None and not a.hidden])
     labels = []
     for area in areas:
         d = " ".join(
@@ -243,6 +254,8 @@ def choropleth(title: str, areas: Sequence[MapArea], width: int = 460, height: i
         )
         if is_small(area.cases):
             value = f"{SUPPRESSED} cases"
+        elif area.withheld:
+            value = WITHHELD
         elif area.rate is None:
             value = "no report"
         else:
@@ -275,7 +288,7 @@ def _legend(breaks: Sequence[float], width: int, top: float) -> str:
         span = f"up to {bound:,.1f}" if k == 0 else f"{low:,.1f}\u2013{bound:,.1f}"
         entries.append((SCALE[k + 1], span))
         low = bound
-    entries += [(SUPPRESSED_FILL, f"{SUPPRESSED} cases"), (NO_DATA, "no report")]
+    entries += [(SUPPRESSED_FILL, WITHHELD), (NO_DATA, "no report")]
     slot = width / len(entries)
     parts = ['<g class="legend">']
     for i, (fill, label) in enumerate(entries):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
 from pipelines import cli
-from pipelines.report.suppress import count_label, rate_label
+from pipelines.report.data import Bulletin, Curve
+from pipelines.report.html import render_html
+from pipelines.report.suppress import count_label, rate_label, withheld
 from pipelines.report.svg import EpiWeek, MapArea, choropleth, class_breaks, epi_curve, nice_ticks
 from pipelines.schedules import schedule_interval
 from pipelines.status import _freshness
@@ -70,6 +72,92 @@ def test_the_choropleth_projects_districts_and_suppresses_small_counts() -> None
     assert paths[1][1] == "url(#hp-hatch)"  # 2 cases: no colour class that hints at the rate
     assert ">&lt;5 cases<" in svg and ">80.0<" in svg and ">4.0<" not in svg
     assert _svg_numbers(svg) == []
+
+
+@pytest.mark.parametrize(
+    ("counts", "hidden"),
+    [
+        ([0, 12, 30, None], [False, False, False, False]),  # nothing small
+        ([3, 40, 12, 0, 12], [True, False, True, False, False]),  # smallest other non-zero, first tie
+        ([3, 2, 40], [True, True, False]),  # two small hide each other
+        ([0, 3, None, 0], [True, True, False, False]),  # only zeros besides: the first joins
+        ([None, 3, None], [False, True, False]),  # nothing to pair it with
+        ([], []),
+    ],
+)  # fmt: skip
+def test_a_lone_small_count_is_withheld_with_a_complement(
+    counts: list[float | None], hidden: list[bool]
+) -> None:
+    assert withheld(counts) == hidden
+
+
+def _square(x: float) -> list[list[list[tuple[float, float]]]]:
+    return [[[(x, 0), (x + 1, 0), (x + 1, -1), (x, -1), (x, 0)]]]
+
+
+def test_a_complement_district_is_drawn_and_labelled_as_suppressed() -> None:
+    counts = [40.0, 2.0, 9.0, 0.0]
+    hidden = withheld(counts)
+    assert hidden == [False, True, True, False]
+    areas = [
+        MapArea(f"{name} District", _square(x), cases, cases * 10.0, withheld=h)
+        for name, x, cases, h in zip(
+            ["West", "East", "North", "South"], range(4), counts, hidden, strict=True
+        )
+    ]
+    svg = choropleth("Malaria", areas, width=400, height=300)
+    fills = re.findall(r'<path class="area" d="[^"]+" fill="([^"]+)"', svg)
+    assert fills[1] == fills[2] == "url(#hp-hatch)"  # the small one and its complement alike
+    assert fills[0] != "url(#hp-hatch)" and fills[3] != "url(#hp-hatch)"
+    assert ">North District: suppressed<" in svg  # tooltip: no count, no "<5"
+    values = re.findall(r'"map-value">([^<]*)<', svg)
+    assert values == ["400.0", "&lt;5 cases", "suppressed", "0.0"]
+    assert ">90.0<" not in svg and ">20.0<" not in svg  # neither rate, anywhere
+    # Its rate does not shape the classes: the legend is that of West and South alone.
+    legend = re.findall(r'<g class="legend">(.*?)</g>', svg)[0]
+    assert "90.0" not in legend and "400.0" in legend
+    assert _svg_numbers(svg) == []
+
+
+def _page(curves: list[Curve]) -> str:
+    bulletin = Bulletin("2026W4", date(2026, 1, 19), date(2026, 1, 25), "Testland", [])
+    bulletin.curves = curves
+    return render_html(bulletin, generated_at=datetime(2026, 1, 26, 6, 0))
+
+
+def _curve(disease: str, cases: list[float | None]) -> Curve:
+    weeks = [f"2026W{i}" for i in range(1, len(cases) + 1)]
+    return Curve(disease, disease.title(), weeks, cases, [None] * len(cases), set(), "EARS C2")
+
+
+def _caption(page: str, disease: str) -> str:
+    figure = page.split(f'data-disease="{disease}"', 1)[1]
+    return re.sub(r"<[^>]+>", "", figure.split("<figcaption", 1)[1].split("</figcaption>")[0])
+
+
+def test_a_curve_with_a_small_week_prints_no_exact_total() -> None:
+    page = _page([_curve("cholera", [10, 3, 20, 0]), _curve("measles", [10, 0, 20, None])])
+    cholera = _caption(page, "cholera")
+    assert "33" not in cholera  # 33 - 10 - 20 would give the hidden week back
+    assert "30 cases in weeks shown" in cholera and "fewer than five cases withheld" in cholera
+    assert "30 cases. Threshold" in _caption(page, "measles")  # nothing hidden: exact total
+
+
+def test_the_cases_kpi_leaves_out_a_small_disease_week() -> None:
+    def kpi(page: str) -> tuple[str, str]:
+        found = re.search(r'<b class="count">([^<]*)</b><span>(cases of priority[^<]*)<', page)
+        assert found, "no cases KPI"
+        return found.group(1), found.group(2)
+
+    # Cholera's 3 in the bulletin week is "<5" on its curve: 43 minus measles' 40 would
+    # give it back, so the KPI adds up the diseases shown and says so.
+    small = _page([_curve("cholera", [10, 12, 20, 3]), _curve("measles", [0, 0, 5, 40])])
+    assert kpi(small) == (
+        "40",
+        "cases of priority diseases in 2026W4 (diseases with fewer than five left out)",
+    )
+    shown = _page([_curve("cholera", [10, 12, 20, 6]), _curve("measles", [0, 0, 5, 40])])
+    assert kpi(shown) == ("46", "cases of priority diseases in 2026W4")
 
 
 def test_class_breaks_are_increasing_upper_bounds() -> None:
