@@ -39,7 +39,10 @@ HATCH_DEFS = (
 
 
 def _text(x: float, y: float, text: str, **attrs: Any) -> str:
-    extra = " ".join(f'{k.replace("_", "-")}="{escape(str(v))}"' for k, v in attrs.items())
+    """An SVG <text>; keyword attributes with _ for - (text_anchor), class_ for class."""
+    extra = " ".join(
+        f'{k.rstrip("_").replace("_", "-")}="{escape(str(v))}"' for k, v in attrs.items()
+    )
     return f'<text x="{x:.1f}" y="{y:.1f}" {extra}>{escape(text)}</text>'
 
 

@@ -55,6 +55,8 @@ def test_an_epi_curve_draws_small_weeks_as_suppressed_bands() -> None:
     assert "2026W2: &lt;5 cases" in svg and "2026W3: 12 cases (alert)" in svg
     assert 'class="threshold"' in svg
     assert _svg_numbers(svg) == []
+    # Text elements carry their class (class_= in Python), not an invalid "class-" attribute.
+    assert '<text x="' in svg and 'class="tick"' in svg and "class-=" not in svg
 
 
 def test_the_choropleth_projects_districts_and_suppresses_small_counts() -> None:
