@@ -28,6 +28,7 @@ AREAS = (
     "late and corrected data",
     "schema drift",
     "hostile input",
+    "access",
     "secrets",
     "privacy",
     "audit",
@@ -46,8 +47,8 @@ this page (`python -m benchmarks.reliability_report`). `make test` runs the same
 server.
 
 "Lost" counts source records missing (or partly landed batches, or secrets found, or masked
-counts recovered, or rows without an audit trail) after the fault and the recovery the test
-describes.
+counts recovered, or rows a role saw outside its subtree, or rows without an audit trail)
+after the fault and the recovery the test describes.
 """
 
 

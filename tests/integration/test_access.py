@@ -16,6 +16,7 @@ from pipelines.cli import main
 from pipelines.run import run_pipeline
 from pipelines.warehouse import Warehouse
 from tests.conftest import make_config
+from tests.reliability.results import Results
 
 pytestmark = pytest.mark.postgres
 
@@ -48,8 +49,11 @@ def org_unit_tables(url: str) -> list[str]:
         ]
 
 
-def check_subtree_only(admin_url: str, role_url: str, district: str) -> dict[str, int]:
-    """Rows per mart the role sees; asserts they are exactly the district subtree's rows."""
+def check_subtree_only(
+    admin_url: str, role_url: str, district: str, outside_rows: list[int] | None = None
+) -> dict[str, int]:
+    """Rows per mart the role sees; asserts they are exactly the district subtree's rows.
+    Rows seen outside the subtree are added to ``outside_rows`` (for RELIABILITY.md) first."""
     seen: dict[str, int] = {}
     with Warehouse.open(admin_url) as admin, Warehouse.open(role_url) as reader:
         inside = {
@@ -66,14 +70,17 @@ def check_subtree_only(admin_url: str, role_url: str, district: str) -> dict[str
             expected = sum(n for unit, n in everything if unit in inside)
             visible = reader.fetchall(f"select org_unit_id, count(*) from marts.{table} group by 1")
             outside = [unit for unit, _ in visible if unit not in inside]
+            if outside_rows is not None:
+                outside_rows.append(sum(n for unit, n in visible if unit not in inside))
             assert outside == [], f"{table}: the role sees rows outside its district: {outside[:3]}"
             assert sum(n for _, n in visible) == expected, table
             seen[table] = expected
     return seen
 
 
+@pytest.mark.reliability
 def test_a_district_role_sees_its_subtree_and_nothing_else(
-    demo_country: Path, postgres_url: str, role: str, tmp_path: Path
+    demo_country: Path, postgres_url: str, role: str, tmp_path: Path, results: Results
 ) -> None:
     config = make_config(postgres_url, demo_country, tmp_path)
     run_pipeline(config)
@@ -85,7 +92,8 @@ def test_a_district_role_sees_its_subtree_and_nothing_else(
     assert grant.tables >= 4
 
     reader_url = as_role(postgres_url, role)
-    seen = check_subtree_only(postgres_url, reader_url, district)
+    outside_rows: list[int] = []
+    seen = check_subtree_only(postgres_url, reader_url, district, outside_rows)
     assert {
         "dim_org_unit",
         "fct_data_values",
@@ -117,7 +125,17 @@ def test_a_district_role_sees_its_subtree_and_nothing_else(
     # a full refresh rebuilds every mart; the policies come back with them
     assert run_pipeline(config, full_refresh=True).dbt is not None
     # (the rebuild also counts the first run's alerts in the 7-1-7 marts: sizes may grow)
-    rebuilt = check_subtree_only(postgres_url, reader_url, district)
+    rebuilt = check_subtree_only(postgres_url, reader_url, district, outside_rows)
+    results.record(
+        "access",
+        "a district role from healthpipe grant reads every mart with an org unit, before and "
+        "after a full refresh rebuilds the marts",
+        len(outside_rows),
+        sum(outside_rows),
+        marts=len(seen),
+        rows_in_subtree=sum(rebuilt.values()),
+        rows_seen_outside=sum(outside_rows),
+    )
     assert set(rebuilt) == set(seen) and all(
         rebuilt[t] >= seen[t] > 0 for t in ("dim_org_unit", "fct_data_values")
     )
