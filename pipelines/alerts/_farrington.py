@@ -42,6 +42,9 @@ from scipy import special, stats  # type: ignore[import-untyped]  # no scipy-stu
 from pipelines.alerts._weeks import BoolArray, FloatArray, IntArray
 
 MAX_ITERATIONS = 25  # glm.control()$maxit
+# (series, week) rows fitted in one batch: large enough to amortise numpy's per-call cost,
+# small enough that the IRLS arrays (rows x baseline weeks, a dozen of them) stay tens of MB.
+MAX_BATCH_ROWS = 20_000
 EPSILON = 1e-8  # glm.control()$epsilon
 # R's discrete quantile search takes the smallest x with F(x) >= p (1 - 64 eps): keeps
 # exact ties on the left (qpois, qnbinom).
@@ -559,26 +562,42 @@ def _trend_p_value(fit: FlexibleFit, column: int) -> FloatArray:
     return np.asarray(2 * stats.t.sf(np.abs(t), fit.glm.df_residual), dtype=np.float64)
 
 
+@dataclass
+class _Job:
+    """Judged week k of the series ``members``, which share the baseline rows ``keep``."""
+
+    k: int
+    members: IntArray
+    design: _Design
+    keep: IntArray
+
+
+def _signature(job: _Job) -> bytes:
+    """Jobs with the same signature have the same design matrix and prediction row: the
+    baseline rows relative to week k, their seasonal levels, and which of them are kept."""
+    relative = (job.design.rows - job.k).astype(np.int64)
+    return b"|".join((relative.tobytes(), job.design.levels.tobytes(), job.keep.tobytes()))
+
+
 def judge_week(
-    y: FloatArray,
-    log_population: FloatArray | None,
-    k: int,
+    response: FloatArray,
+    offset: FloatArray,
+    offset0: FloatArray,
+    observed: FloatArray,
+    wtime0: float,
     design: _Design,
     keep: IntArray,
     params: FarringtonParams,
 ) -> WeekResult:
-    """Fit week k's baseline for series sharing the same missing rows and threshold week k.
+    """Fit a baseline and threshold its judged week, for rows that share one design.
 
-    ``y`` is (S, T) for these series; ``keep`` indexes ``design.rows`` with observed counts.
+    Each row is one (series, judged week): ``response`` and ``offset`` (R, n) are its
+    baseline counts and log populations at the kept rows (``keep`` indexes ``design.rows``),
+    ``offset0`` and ``observed`` (R,) its judged week's. ``wtime0`` is the judged week's
+    time: R predicts at (date_k - first kept date) / 7 although wtime starts at the first
+    row before missing counts are dropped, and the two differ when that first row is missing.
     """
-    series = y.shape[0]
-    rows = design.rows[keep]
-    response = y[:, rows]
-    offset = np.zeros_like(response) if log_population is None else log_population[:, rows]
-    offset0 = np.zeros(series) if log_population is None else log_population[:, k]
-    # R predicts at (date_k - first kept date) / 7 although wtime starts at the first row
-    # before missing counts are dropped: the two differ when that first row is missing.
-    wtime0 = float(k - rows[0])
+    series = response.shape[0]
 
     def blank() -> FloatArray:
         return np.full(series, np.nan)
@@ -617,7 +636,6 @@ def judge_week(
         if not mask.any():
             continue
         eta0, se0 = _predict(fit, x0, offset0)
-        observed = y[:, k]
         if params.threshold_method == "delta":
             mean = np.exp(eta0)
             bounds = threshold_farrington(
@@ -656,20 +674,31 @@ def farrington_flexible(
     trend = np.zeros((series, length), dtype=bool)
     judged = np.zeros((series, length), dtype=bool)
     log_population = None if population is None else np.log(population)
+    # Weeks whose baselines look alike (same rows relative to the week, same levels, same
+    # missing counts) share one design matrix: they are fitted together, as one batch of
+    # (series, week) rows, instead of one small fit per week. Most weeks of a regular
+    # calendar look alike, so the fits run on large arrays.
+    alike: dict[bytes, list[_Job]] = {}
     for k in np.flatnonzero(judge).tolist():
         design = baseline_design(days, k, params)
         if design is None:
             continue
         for members, keep in _groups_by_missing(np.isnan(values[:, design.rows])):
-            if keep.size == 0:
-                continue
+            if keep.size > 0:
+                job = _Job(k, members, design, keep)
+                alike.setdefault(_signature(job), []).append(job)
+    for jobs in alike.values():
+        for chunk in _chunks(jobs, MAX_BATCH_ROWS):
+            series_index = np.concatenate([job.members for job in chunk])
+            week_index = np.concatenate([np.full(job.members.size, job.k) for job in chunk])
+            first = chunk[0]
             week = judge_week(
-                values[members],
-                None if log_population is None else log_population[members],
-                k,
-                design,
-                keep,
-                params,
+                *_stacked(values, log_population, chunk),
+                observed=values[series_index, week_index],
+                wtime0=float(first.k - first.design.rows[first.keep][0]),
+                design=first.design,
+                keep=first.keep,
+                params=params,
             )
             for name, array in (
                 ("expected", week.expected),
@@ -679,9 +708,9 @@ def farrington_flexible(
                 ("pvalue", week.prob),
                 ("phi", week.phi),
             ):
-                out[name][members, k] = array
-            trend[members, k] = week.trend
-            judged[members, k] = week.judged
+                out[name][series_index, week_index] = array
+            trend[series_index, week_index] = week.trend
+            judged[series_index, week_index] = week.judged
     enough = enough_cases(values, params.limit54)
     score = np.asarray(out["score"], dtype=np.float64)
     observed_nonzero = np.nan_to_num(values, nan=0.0) != 0
@@ -692,6 +721,35 @@ def farrington_flexible(
     out["enough_cases"] = enough
     out["judged"] = judged
     return out
+
+
+def _chunks(jobs: list[_Job], max_rows: int) -> list[list[_Job]]:
+    """Jobs in order, cut into batches of at most ``max_rows`` (series, week) rows (a job
+    larger than that is a batch of its own)."""
+    batches: list[list[_Job]] = []
+    rows = 0
+    for job in jobs:
+        if not batches or rows + job.members.size > max_rows:
+            batches.append([])
+            rows = 0
+        batches[-1].append(job)
+        rows += job.members.size
+    return batches
+
+
+def _stacked(
+    values: FloatArray, log_population: FloatArray | None, jobs: list[_Job]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Baseline counts, their offsets and the judged weeks' offsets, one row per (series,
+    week) of ``jobs``."""
+    response = np.concatenate([values[job.members][:, job.design.rows[job.keep]] for job in jobs])
+    if log_population is None:
+        return response, np.zeros_like(response), np.zeros(response.shape[0])
+    offset = np.concatenate(
+        [log_population[job.members][:, job.design.rows[job.keep]] for job in jobs]
+    )
+    offset0 = np.concatenate([log_population[job.members, job.k] for job in jobs])
+    return response, offset, offset0
 
 
 def _groups_by_missing(missing: BoolArray) -> list[tuple[IntArray, IntArray]]:
