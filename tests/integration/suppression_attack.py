@@ -191,22 +191,45 @@ def _equations(published: Published) -> pd.DataFrame:
     small = (per_group["total"] > 0) & (per_group["total"] < SMALL_CELL_THRESHOLD)
     usable = per_group.index[per_group["closed"] | ((per_group["size"] > 1) & ~small)]
     members = members[members["group"].isin(usable)]
-    return members[["group", "cell"]]
+    # The total an open group's parts add up to, as the attacker is given it.
+    given = per_group["total"].where(~per_group["closed"])
+    members = members.assign(given_total=given.reindex(members["group"]).to_numpy())
+    return members[["group", "cell", "is_total", "given_total"]]
 
 
 def recover(published: Published, masked: pd.Series | None = None) -> pd.DataFrame:
     """The masked cells the attacker gets back, peeling groups with one unknown cell.
 
-    ``masked`` overrides which cells are unknown (to show the attack works on a weaker
-    masking); by default, the cells the public tables mask."""
-    unknown = (published.cells["masked"] if masked is None else masked).to_numpy().copy()
+    A group's lone unknown is its total minus its other parts (or, when the unknown is the
+    total, the sum of its parts). The attacker only gets a cell back when that gives its
+    exact value: a period that does not split exactly into the finer periods rolling into it
+    yields a wrong number, which recovers nothing. ``masked`` overrides which cells are
+    unknown (to show the attack works on a weaker masking); by default, the cells the public
+    tables mask."""
+    cells = published.cells
+    exact = cells["exact"].to_numpy(dtype=np.float64)
+    unknown = (cells["masked"] if masked is None else masked).to_numpy().copy()
     members = _equations(published)
     group, cell = members["group"].to_numpy(), members["cell"].to_numpy()
+    is_total = members["is_total"].to_numpy()
+    given = members["given_total"].to_numpy(dtype=np.float64)
+    size = group.max() + 1
     recovered = np.zeros(len(unknown), dtype=bool)
     while True:
-        unknown_count = np.bincount(group, weights=unknown[cell], minlength=group.max() + 1)
+        known_value = np.where(unknown, 0.0, exact)[cell]
+        unknown_count = np.bincount(group, weights=unknown[cell], minlength=size)
+        parts_sum = np.bincount(group, weights=np.where(is_total, 0.0, known_value), minlength=size)
+        total_cell = np.bincount(
+            group, weights=np.where(is_total, known_value, 0.0), minlength=size
+        )
         lone = (unknown_count[group] == 1) & unknown[cell]
-        found = np.unique(cell[lone])
+        if not lone.any():
+            break
+        g = group[lone]
+        total = np.where(np.isnan(given[lone]), total_cell[g], given[lone])
+        solved = np.where(is_total[lone], parts_sum[g], total - parts_sum[g])
+        right = np.isclose(solved, exact[cell[lone]], rtol=1e-9, atol=1e-9)
+        found = np.unique(cell[lone][right])
         if len(found) == 0:
             break
         recovered[found] = True

@@ -13,6 +13,7 @@ from pipelines.transform import run_dbt
 from pipelines.warehouse import Warehouse
 
 MODELS = [
+    "int_period_type_covers",
     "int_suppression_cells",
     "int_suppression_equations",
     "int_suppression_masks",

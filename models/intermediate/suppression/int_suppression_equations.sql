@@ -5,9 +5,10 @@
     org         a parent org unit's value and its children's values, per series and period
                 (the parent's own reported value counts among the parts: it is in its total);
     period      a period's value and the values of one finer period type that roll into it
-                (int_period_rollups: weeks into months, quarters, years ...), per series and
-                org unit; every pair of types, since year = sum of weeks holds beside
-                year = sum of months;
+                (int_period_rollups: weeks into months, months into quarters ...), per
+                series and org unit: in pub_indicator_values for adjacent types
+                (int_period_type_covers: the sums of a chain of adjacent types protect the
+                sum that skips them), elsewhere for every pair of types;
     combo       the values of one data element in one org unit and period over its category
                 and attribute option combos (its total is published as indicator operands).
 
@@ -47,6 +48,14 @@ period_parts as (
     join {{ ref('int_period_rollups') }} as r
         on r.period_id = c.period_id
         and r.target_period_id <> r.period_id
+    left join {{ ref('int_period_type_covers') }} as cover
+        on cover.period_type = c.period_type
+        and cover.target_period_type = r.target_period_type
+    -- Where every total is a cell of the table (pub_indicator_values publishes every period
+    -- type), adjacent types are enough: their chains imply the rest
+    -- (int_period_type_covers). Where totals are printed elsewhere, a chain can pass through
+    -- a total with a single part, which no masking in this table protects: all pairs there.
+    where c.table_name <> 'pub_indicator_values' or cover.period_type is not null
 
 ),
 
