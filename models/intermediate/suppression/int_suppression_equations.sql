@@ -17,7 +17,8 @@
     public table may print it. Such a group holds only the parts. -#}
 {{ config(
     materialized='table',
-    indexes=[{'columns': ['group_id']}, {'columns': ['cell_id']}]
+    indexes=[{'columns': ['group_id']}, {'columns': ['cell_id']}],
+    post_hook="{{ hp_analyze(this) }}"
 ) }}
 
 with cells as (

@@ -11,7 +11,6 @@
     materialized='table',
     indexes=[{'columns': ['cell_id'], 'unique': true}],
     post_hook=[
-        "{{ hp_analyze(ref('int_suppression_equations')) }}",
         "{{ hp_analyze(this) }}",
         "{{ hp_complete_masking(this, ref('int_suppression_equations')) }}",
     ]
