@@ -84,3 +84,37 @@
 {% macro postgres__hp_bytewise(expression) -%}
     {{ expression }} collate "C"
 {%- endmacro %}
+
+{#- Indexes for a model's `indexes` config on PostgreSQL only. DuckDB plans its joins as hash
+    joins and gains nothing from them, while building an ART index over millions of rows costs
+    time and memory (dbt-duckdb creates what the config asks for). -#}
+{% macro hp_indexes(indexes) -%}
+    {{ return(adapter.dispatch('hp_indexes', 'healthpipe')(indexes)) }}
+{%- endmacro %}
+
+{% macro default__hp_indexes(indexes) -%}
+    {{ return([]) }}
+{%- endmacro %}
+
+{% macro postgres__hp_indexes(indexes) -%}
+    {{ return(indexes) }}
+{%- endmacro %}
+
+{#- A pre-hook for a model that was a table with indexes in an older version and is now a
+    view: DuckDB will not rename a table that has indexes, and dbt renames the old relation
+    out of the way before it drops it, so the indexes go first. -#}
+{% macro hp_drop_indexes_of_old_table(relation) -%}
+    {{ return(adapter.dispatch('hp_drop_indexes_of_old_table', 'healthpipe')(relation)) }}
+{%- endmacro %}
+
+{% macro default__hp_drop_indexes_of_old_table(relation) -%}
+{%- endmacro %}
+
+{% macro duckdb__hp_drop_indexes_of_old_table(relation) -%}
+    {%- if execute -%}
+        {%- set existing = load_relation(relation) -%}
+        {%- if existing is not none and existing.is_table -%}
+            {%- do drop_indexes_on_relation(existing) -%}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

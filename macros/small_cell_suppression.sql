@@ -24,44 +24,140 @@
     {{ return(var('healthpipe_small_cell_threshold')) }}
 {%- endmacro %}
 
+{#- The groups (equations) holding any of the cells that `seeds` (a query returning cell_id)
+    selects, with all their members: one row per group and member, the group named by family,
+    series_id, anchor_org_unit_id, anchor_period_id and anchor_period_type (for combo groups
+    series_id is the combo_series_id). A cell belongs to:
+
+        org     its parent's group (as a part) and its own (as the total of its children);
+        period  the group of each coarser period it rolls into (as a part, with the parts of
+                its own type) and, as the total, the group of each finer type rolling into it;
+        combo   its data element's group in its org unit and period (pub_data_values only).
+
+    Listing only the groups of the seeds, not every group of every cell, is what keeps masking
+    affordable at national scale: the rounds look at what the last round masked. -#}
+{% macro hp_suppression_members(seeds, cells, links) %}
+    with seed as (
+
+        select c.table_name, c.series_id, c.combo_series_id, c.org_unit_id, c.parent_id,
+            c.period_id, c.period_type
+        from {{ cells }} as c
+        where c.cell_id in ({{ seeds }})
+
+    ),
+
+    touched as (
+
+        select distinct
+            family, table_name, series_id, anchor_org_unit_id, anchor_period_id,
+            anchor_period_type
+        from (
+            select 'org' as family, s.table_name, s.series_id,
+                s.parent_id as anchor_org_unit_id, s.period_id as anchor_period_id,
+                '' as anchor_period_type
+            from seed as s
+            where s.parent_id is not null
+            union all
+            select 'org', s.table_name, s.series_id, s.org_unit_id, s.period_id, ''
+            from seed as s
+            union all
+            select 'period', s.table_name, s.series_id, s.org_unit_id, l.target_period_id,
+                s.period_type
+            from seed as s
+            join {{ links }} as l on l.table_name = s.table_name and l.period_id = s.period_id
+            union all
+            select 'period', s.table_name, s.series_id, s.org_unit_id, s.period_id, l.period_type
+            from seed as s
+            join {{ links }} as l
+                on l.table_name = s.table_name and l.target_period_id = s.period_id
+            union all
+            select 'combo', s.table_name, s.combo_series_id, s.org_unit_id, s.period_id, ''
+            from seed as s
+            where s.table_name = 'pub_data_values'
+        ) as keys
+
+    )
+
+    -- org: the children
+    select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
+        t.anchor_period_type, c.cell_id
+    from touched as t
+    join {{ cells }} as c
+        on c.series_id = t.series_id
+        and c.parent_id = t.anchor_org_unit_id
+        and c.period_id = t.anchor_period_id
+    where t.family = 'org'
+    union all
+    -- org and period: the total, where the table has it
+    select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
+        t.anchor_period_type, c.cell_id
+    from touched as t
+    join {{ cells }} as c
+        on c.series_id = t.series_id
+        and c.org_unit_id = t.anchor_org_unit_id
+        and c.period_id = t.anchor_period_id
+    where t.family in ('org', 'period')
+    union all
+    -- period: the periods of the group's type that roll into its period
+    select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
+        t.anchor_period_type, c.cell_id
+    from touched as t
+    join {{ links }} as l
+        on l.table_name = t.table_name
+        and l.target_period_id = t.anchor_period_id
+        and l.period_type = t.anchor_period_type
+    join {{ cells }} as c
+        on c.series_id = t.series_id
+        and c.org_unit_id = t.anchor_org_unit_id
+        and c.period_id = l.period_id
+    where t.family = 'period'
+    union all
+    -- combo: the data element's disaggregations
+    select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
+        t.anchor_period_type, c.cell_id
+    from touched as t
+    join {{ cells }} as c
+        on c.combo_series_id = t.series_id
+        and c.org_unit_id = t.anchor_org_unit_id
+        and c.period_id = t.anchor_period_id
+    where t.family = 'combo'
+      and c.table_name = 'pub_data_values'
+{% endmacro %}
+
 {#- Runs from int_suppression_masks' post-hook: the rounds are statements run one after the
-    other, so the hook itself renders no SQL of its own. A fixpoint not reached within
-    max_rounds fails the build. -#}
-{% macro hp_complete_masking(masks, equations, max_rounds=100) %}
+    other, so the hook itself renders no SQL of its own. Each round lists the groups of the
+    cells the previous round masked (round 1: the small counts), and in each such group with
+    exactly one masked cell masks the first unmasked cell in candidate order. A fixpoint not
+    reached within max_rounds fails the build. -#}
+{% macro hp_complete_masking(masks, cells, links, max_rounds=100) %}
     {%- if execute -%}
         {%- set state = namespace(last_added=1, rounds=0) -%}
+        {%- set group_key = 'g.family, g.series_id, g.anchor_org_unit_id, g.anchor_period_id, g.anchor_period_type' -%}
         {%- for round in range(1, max_rounds + 1) -%}
             {%- if state.last_added > 0 -%}
+                {%- set seeds = 'select cell_id from ' ~ masks ~ ' where masked_round = ' ~ (round - 1) -%}
                 {%- call statement('hp_masking_round') -%}
                     update {{ masks }} set is_masked = true, masked_round = {{ round }}
                     where cell_id in (
-                        select cell_id
+                        select ranked.cell_id
                         from (
                             select
-                                e.cell_id,
+                                g.cell_id,
+                                m.is_masked,
+                                sum(case when m.is_masked then 1 else 0 end)
+                                    over (partition by {{ group_key }}) as masked_cells,
                                 row_number() over (
-                                    partition by e.group_id
-                                    order by case when m.cell_value = 0 then 1 else 0 end,
-                                        m.cell_value, e.cell_id
+                                    partition by {{ group_key }}
+                                    order by case when m.is_masked then 1 else 0 end,
+                                        case when m.cell_value = 0 then 1 else 0 end,
+                                        m.cell_value, g.cell_id
                                 ) as candidate_rank
-                            from {{ equations }} as e
-                            join {{ masks }} as m on m.cell_id = e.cell_id
-                            where not m.is_masked
-                              and e.group_id in (
-                                  select g.group_id
-                                  from {{ equations }} as g
-                                  join {{ masks }} as gm on gm.cell_id = g.cell_id
-                                  where g.group_id in (
-                                      select t.group_id
-                                      from {{ equations }} as t
-                                      join {{ masks }} as tm on tm.cell_id = t.cell_id
-                                      where tm.masked_round = {{ round - 1 }}
-                                  )
-                                  group by g.group_id
-                                  having sum(case when gm.is_masked then 1 else 0 end) = 1
-                              )
-                        ) as candidates
-                        where candidate_rank = 1
+                            from ({{ hp_suppression_members(seeds, cells, links) }}) as g
+                            join {{ masks }} as m on m.cell_id = g.cell_id
+                        ) as ranked
+                        where ranked.masked_cells = 1
+                          and not ranked.is_masked
+                          and ranked.candidate_rank = 1
                     )
                 {%- endcall -%}
                 {%- set added = run_query(

@@ -509,9 +509,10 @@ def transform(
     quiet: bool = True,
     on_node: NodeCallback | None = None,
     select: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> DbtOutcome:
-    """``dbt build`` on the configured warehouse (``select``: only those dbt selectors),
-    recorded in ``audit.pipeline_runs``.
+    """``dbt build`` on the configured warehouse (``select``: only those dbt selectors;
+    ``exclude``: all but those), recorded in ``audit.pipeline_runs``.
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
     """
@@ -520,6 +521,8 @@ def transform(
         step = start_step(warehouse, run_id, "transform")
         if select:
             step.message = "select " + " ".join(select)
+        if exclude:
+            step.message = "exclude " + " ".join(exclude)
         dbt_env = warehouse.dbt_env()
     finally:
         warehouse.close()
@@ -529,6 +532,7 @@ def transform(
         variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
         failpoint("transform.before")
         selection = ["--select", *select] if select else []
+        selection += ["--exclude", *exclude] if exclude else []
         outcome = run_dbt(
             ["build", *selection, "--vars", variables],
             dbt_env=dbt_env,
@@ -605,7 +609,11 @@ def run_pipeline(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
     )
     if not unchanged:
-        summary.dbt = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
+        # Alerting reads the marts, never the public layer: that (small-cell suppression, the
+        # costliest part of a build at national scale) waits for the build after the alerts.
+        summary.dbt = transform(
+            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, exclude=PUBLIC_LAYER
+        )
         failpoint("transform.after")
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
@@ -613,12 +621,17 @@ def run_pipeline(
     if after_alerts != inputs:
         # Alerting changed what the 7-1-7 marts read (new alerts, notifications): build again
         # now, so a run's marts agree with its own alerts and the next run with nothing new
-        # changes nothing. (A build of only the models downstream of the alerts left some
-        # data-quality marts differing from a full build: the whole build is the safe one.)
+        # changes nothing. (The 7-1-7 timeliness becomes derived data values, read by nearly
+        # every mart: a build of only the models downstream of the alerts left some
+        # data-quality marts differing from a full build, so the whole build is the safe one.)
         with open_warehouse(config) as warehouse:
             # indicators on data elements that only now have values (7-1-7) become computable
             publish_indicator_definitions(warehouse, config)
         transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
+    elif not unchanged:
+        transform(
+            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, select=PUBLIC_LAYER
+        )
     if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
@@ -636,6 +649,11 @@ class SourcesFailed(HealthpipeError):
         super().__init__(
             f"{len(summary.failed)} source(s) failed, the others were published: {names}"
         )
+
+
+PUBLIC_LAYER = ("int_suppression_cells+",)
+"""The public layer and the small-cell suppression it rests on (models/marts/public,
+models/intermediate/suppression): built after the alerts, which never read it."""
 
 
 def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:

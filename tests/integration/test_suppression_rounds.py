@@ -14,6 +14,7 @@ from pipelines.warehouse import Warehouse
 
 MODELS = [
     "int_period_type_covers",
+    "int_suppression_period_links",
     "int_suppression_cells",
     "int_suppression_equations",
     "int_suppression_masks",
@@ -41,6 +42,10 @@ create table marts.fct_data_values (
 create table staging.stg_healthpipe__indicator_operands (
     indicator_id varchar, data_element_id varchar);
 create table staging.data_quality_elements (data_element_id varchar);
+-- left by an older version, which built the equations as an indexed table (a view now:
+-- DuckDB renames no table with an index, so the build must drop the index first)
+create table intermediate.int_suppression_equations (group_id varchar, family varchar, cell_id bigint);
+create index int_suppression_equations_group on intermediate.int_suppression_equations (group_id);
 create table intermediate.int_period_rollups (
     period_id varchar, period_type varchar, target_period_id varchar,
     target_period_type varchar);

@@ -6,8 +6,19 @@
     key_1 .. key_4 identify the series within a public table (for pub_data_values: source,
     data element, category option combo, attribute option combo); measure names the column
     (cases and deaths are masked separately). cell_id numbers the cells in key order, so the
-    choice between equal candidates is the same on every build. -#}
-{{ config(materialized='table', indexes=[{'columns': ['cell_id'], 'unique': true}]) }}
+    choice between equal candidates is the same on every build. series_id numbers the series
+    (table, measure and the four keys) and combo_series_id a data element's series over its
+    disaggregations (table, measure, source and data element): the groups of
+    hp_suppression_members join on them. -#}
+{{ config(
+    materialized='table',
+    indexes=hp_indexes([
+        {'columns': ['cell_id'], 'unique': true},
+        {'columns': ['series_id', 'parent_id', 'period_id']},
+        {'columns': ['series_id', 'org_unit_id', 'period_id']},
+        {'columns': ['combo_series_id', 'org_unit_id', 'period_id']},
+    ])
+) }}
 
 {%- set threshold = hp_small_cell_threshold() %}
 
@@ -90,13 +101,21 @@ cells as (
 
 )
 
+{%- set series_keys = ['table_name', 'measure', 'key_1', 'key_2', 'key_3', 'key_4'] %}
+
 select
     row_number() over (
         order by
-        {%- for column in ['table_name', 'measure', 'key_1', 'key_2', 'key_3', 'key_4', 'org_unit_id', 'period_id'] %}
+        {%- for column in series_keys + ['org_unit_id', 'period_id'] %}
             {{ hp_bytewise('c.' ~ column) }}{{ ',' if not loop.last }}
         {%- endfor %}
     ) as cell_id,
+    dense_rank() over (
+        order by {% for column in series_keys %}c.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+    ) as series_id,
+    dense_rank() over (
+        order by c.table_name, c.measure, c.key_1, c.key_2
+    ) as combo_series_id,
     c.table_name,
     c.measure,
     c.key_1,

@@ -9,12 +9,17 @@
     see why a large count is hidden. -#}
 {{ config(
     materialized='table',
-    indexes=[{'columns': ['cell_id'], 'unique': true}],
+    indexes=hp_indexes([{'columns': ['cell_id'], 'unique': true}]),
     post_hook=[
         "{{ hp_analyze(this) }}",
-        "{{ hp_complete_masking(this, ref('int_suppression_equations')) }}",
+        "{{ hp_complete_masking(this, ref('int_suppression_cells'), ref('int_suppression_period_links')) }}",
     ]
 ) }}
+
+-- depends_on: {{ ref('int_suppression_period_links') }}
+-- The view of every equation is not read here; after it, so that replacing an older
+-- version's equation table never runs beside this model (DuckDB's catalog then conflicts).
+-- depends_on: {{ ref('int_suppression_equations') }}
 
 select
     cell_id,
