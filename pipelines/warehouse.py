@@ -1,7 +1,9 @@
 """One way into the warehouse, DuckDB (embedded default) or PostgreSQL, chosen by one URL.
 
 ``duckdb:///relative/file.duckdb``, ``duckdb:////absolute/file.duckdb`` or
-``postgresql://user[:password]@host[:port]/database``. SQL passed to :meth:`Warehouse.execute`
+``postgresql://user[:password]@host[:port]/database``. A DuckDB URL may end in
+``?memory_limit=4GB`` (or ``50%``): healthpipe's connection and dbt's both keep to it, spilling
+to ``<file>.tmp`` beyond it (DuckDB's default is 80% of the machine's memory). SQL passed to :meth:`Warehouse.execute`
 uses ``$name`` placeholders on both engines. Bulk loads go through Arrow: DuckDB scans the
 Arrow table directly and PostgreSQL receives it through ``COPY``, never row by row.
 """
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -42,6 +44,8 @@ class WarehouseLocation:
     user: str = "postgres"
     password: str = ""
     dbname: str = "postgres"
+    memory_limit: str | None = None
+    """DuckDB only: the most memory the engine may use (``4GB``, ``50%``)."""
 
     def redacted(self) -> str:
         """The URL without its password, for logs and messages."""
@@ -50,13 +54,38 @@ class WarehouseLocation:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
+DUCKDB_DEFAULT_MEMORY_LIMIT = "80%"
+"""DuckDB's own default, spelled out because profiles.yml always passes a value."""
+DUCKDB_URL_SETTINGS = ("memory_limit",)
+"""The settings a DuckDB warehouse URL may carry after ``?``."""
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(%|[KMGT]i?B|B|bytes)$", re.IGNORECASE)
+
+
 def parse_warehouse_url(url: str) -> WarehouseLocation:
     if url.startswith("duckdb:///"):
-        rest = url[len("duckdb:///") :]
+        rest, _, query = url[len("duckdb:///") :].partition("?")
         if not rest:
             raise WarehouseError(f"warehouse URL {url!r}: no DuckDB file path after duckdb:///")
+        settings = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = sorted(set(settings) - set(DUCKDB_URL_SETTINGS))
+        if unknown:
+            raise WarehouseError(
+                f"warehouse URL {url!r}: unknown setting(s) {', '.join(unknown)}; "
+                f"a DuckDB URL takes {', '.join(DUCKDB_URL_SETTINGS)}"
+            )
+        memory_limit = settings.get("memory_limit")
+        if memory_limit is not None and not _MEMORY_LIMIT.match(memory_limit):
+            raise WarehouseError(
+                f"warehouse URL {url!r}: memory_limit={memory_limit!r}, expected a size such "
+                "as 4GB, 512MB or a share of the machine's memory such as 50%"
+            )
         path = Path(rest) if rest.startswith("/") else Path.cwd() / rest
-        return WarehouseLocation(kind="duckdb", url=f"duckdb:///{path}", duckdb_path=path)
+        return WarehouseLocation(
+            kind="duckdb",
+            url=f"duckdb:///{path}" + (f"?{query}" if query else ""),
+            duckdb_path=path,
+            memory_limit=memory_limit,
+        )
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme in ("postgresql", "postgres"):
@@ -170,6 +199,7 @@ class Warehouse(ABC):
             return {
                 "HEALTHPIPE_DBT_TARGET": "duckdb",
                 "HEALTHPIPE_DUCKDB_PATH": str(loc.duckdb_path),
+                "HEALTHPIPE_DUCKDB_MEMORY_LIMIT": loc.memory_limit or DUCKDB_DEFAULT_MEMORY_LIMIT,
             }
         return {
             "HEALTHPIPE_DBT_TARGET": "postgres",
@@ -189,7 +219,10 @@ class DuckDBWarehouse(Warehouse):
         self.location = location
         location.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(str(location.duckdb_path))
+            self._con = duckdb.connect(
+                str(location.duckdb_path),
+                config={"memory_limit": location.memory_limit or DUCKDB_DEFAULT_MEMORY_LIMIT},
+            )
         except duckdb.IOException as exc:
             raise WarehouseError(
                 f"cannot open the DuckDB warehouse {location.duckdb_path}: {exc}. "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -103,3 +105,47 @@ def test_postgres_url_parts_and_redaction() -> None:
         "warehouse",
     )
     assert "s3cret" not in location.redacted()
+
+
+def test_a_duckdb_url_sets_the_memory_limit_of_both_connections(tmp_path: Path) -> None:
+    """``?memory_limit=`` bounds healthpipe's own DuckDB connection and dbt's (profiles.yml)."""
+    import duckdb
+
+    from pipelines.transform import _invoke
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=300MB"
+    location = parse_warehouse_url(url)
+    assert location.memory_limit == "300MB" and location.url.endswith("?memory_limit=300MB")
+    expected = (
+        duckdb.connect(config={"memory_limit": "300MB"})
+        .execute("select current_setting('memory_limit')")
+        .fetchall()[0]
+    )
+    with Warehouse.open(url) as warehouse:
+        assert warehouse.fetchall("select current_setting('memory_limit')")[0] == expected
+        env = warehouse.dbt_env()
+    assert env["HEALTHPIPE_DUCKDB_MEMORY_LIMIT"] == "300MB"
+    result, _, _ = _invoke(
+        ["show", "--inline", "select current_setting('memory_limit') as memory_limit"],
+        dbt_env=env,
+        state_dir=tmp_path / "state",
+        quiet=True,
+    )
+    assert result.success, result.exception
+    assert tuple(result.result.results[0].agate_table.rows[0]) == expected
+    # without the setting, DuckDB's own default (80% of the machine)
+    with Warehouse.open(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
+        default = warehouse.fetchall("select current_setting('memory_limit')")[0]
+    assert (
+        default == duckdb.connect().execute("select current_setting('memory_limit')").fetchall()[0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("threads=4", "threads"), ("memory_limit=lots", "lots"), ("memory_limit=", "memory_limit")],
+)
+def test_bad_duckdb_url_settings_are_named(tmp_path: Path, query: str, named: str) -> None:
+    with pytest.raises(WarehouseError) as error:
+        parse_warehouse_url(f"duckdb:///{tmp_path / 'w.duckdb'}?{query}")
+    assert named in str(error.value)
