@@ -37,6 +37,14 @@
     Listing only the groups of the seeds, not every group of every cell, is what keeps masking
     affordable at national scale: the rounds look at what the last round masked. -#}
 {% macro hp_suppression_members(seeds, cells, links) %}
+    with touched as (
+        {{ hp_suppression_touched(seeds, cells, links) }}
+    )
+    {{ hp_suppression_members_of('touched', cells, links) }}
+{% endmacro %}
+
+{#- The keys of the groups holding the cells that `seeds` selects. -#}
+{% macro hp_suppression_touched(seeds, cells, links) %}
     with seed as (
 
         select c.table_name, c.series_id, c.combo_series_id, c.org_unit_id, c.parent_id,
@@ -44,11 +52,9 @@
         from {{ cells }} as c
         where c.cell_id in ({{ seeds }})
 
-    ),
+    )
 
-    touched as (
-
-        select distinct
+    select distinct
             family, table_name, series_id, anchor_org_unit_id, anchor_period_id,
             anchor_period_type
         from (
@@ -75,13 +81,14 @@
             from seed as s
             where s.table_name = 'pub_data_values'
         ) as keys
+{% endmacro %}
 
-    )
-
+{#- Every member of the groups whose keys `touched` (a relation or CTE name) lists. -#}
+{% macro hp_suppression_members_of(touched, cells, links) %}
     -- org: the children
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
         t.anchor_period_type, c.cell_id
-    from touched as t
+    from {{ touched }} as t
     join {{ cells }} as c
         on c.series_id = t.series_id
         and c.parent_id = t.anchor_org_unit_id
@@ -91,7 +98,7 @@
     -- org and period: the total, where the table has it
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
         t.anchor_period_type, c.cell_id
-    from touched as t
+    from {{ touched }} as t
     join {{ cells }} as c
         on c.series_id = t.series_id
         and c.org_unit_id = t.anchor_org_unit_id
@@ -101,7 +108,7 @@
     -- period: the periods of the group's type that roll into its period
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
         t.anchor_period_type, c.cell_id
-    from touched as t
+    from {{ touched }} as t
     join {{ links }} as l
         on l.table_name = t.table_name
         and l.target_period_id = t.anchor_period_id
@@ -115,7 +122,7 @@
     -- combo: the data element's disaggregations
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
         t.anchor_period_type, c.cell_id
-    from touched as t
+    from {{ touched }} as t
     join {{ cells }} as c
         on c.combo_series_id = t.series_id
         and c.org_unit_id = t.anchor_org_unit_id
@@ -136,6 +143,24 @@
         {%- for round in range(1, max_rounds + 1) -%}
             {%- if state.last_added > 0 -%}
                 {%- set seeds = 'select cell_id from ' ~ masks ~ ' where masked_round = ' ~ (round - 1) -%}
+                {#- The touched groups and their members go through temporary tables:
+                    with their sizes known, the engine joins them into the (much larger)
+                    cells and masks instead of the other way round (planned as one query,
+                    DuckDB guessed billions of members and hashed the whole masks table). -#}
+                {%- call statement('hp_masking_touched') -%}
+                    drop table if exists hp_masking_touched
+                {%- endcall -%}
+                {%- call statement('hp_masking_touched') -%}
+                    create temporary table hp_masking_touched as
+                    {{ hp_suppression_touched(seeds, cells, links) }}
+                {%- endcall -%}
+                {%- call statement('hp_masking_members') -%}
+                    drop table if exists hp_masking_members
+                {%- endcall -%}
+                {%- call statement('hp_masking_members') -%}
+                    create temporary table hp_masking_members as
+                    {{ hp_suppression_members_of('hp_masking_touched', cells, links) }}
+                {%- endcall -%}
                 {%- call statement('hp_masking_round') -%}
                     update {{ masks }} set is_masked = true, masked_round = {{ round }}
                     where cell_id in (
@@ -152,7 +177,7 @@
                                         case when m.cell_value = 0 then 1 else 0 end,
                                         m.cell_value, g.cell_id
                                 ) as candidate_rank
-                            from ({{ hp_suppression_members(seeds, cells, links) }}) as g
+                            from hp_masking_members as g
                             join {{ masks }} as m on m.cell_id = g.cell_id
                         ) as ranked
                         where ranked.masked_cells = 1
@@ -167,6 +192,12 @@
                 {%- set state.rounds = round -%}
             {%- endif -%}
         {%- endfor -%}
+        {%- call statement('hp_masking_cleanup') -%}
+            drop table if exists hp_masking_touched
+        {%- endcall -%}
+        {%- call statement('hp_masking_cleanup') -%}
+            drop table if exists hp_masking_members
+        {%- endcall -%}
         {%- if state.last_added > 0 -%}
             {{ exceptions.raise_compiler_error(
                 "small-cell suppression: complementary masking still changed cells after "
