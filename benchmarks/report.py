@@ -25,8 +25,14 @@ def latest_results() -> dict[str, dict[str, Any]]:
     return {scale: latest[scale] for scale in SCALE_ORDER if scale in latest}
 
 
+class StageFailed(Exception):
+    """A stage the goal needs failed in the recorded run (out of memory, say)."""
+
+
 def _stage(result: dict[str, Any], name: str) -> dict[str, float]:
-    stage: dict[str, float] = result["medians"].get(name, {})
+    stage: dict[str, Any] = result["medians"].get(name, {})
+    if "failed" in stage:
+        raise StageFailed(name)
     return stage
 
 
@@ -115,12 +121,15 @@ def memory(result: dict[str, Any]) -> tuple[float, str, bool | None]:
         "incremental_no_change",
         "incremental_1pct",
     )
-    peak = max(_stage(result, name)["peak_rss_mib"] for name in ours if name in result["medians"])
+    measured = [name for name in ours if "peak_rss_mib" in result["medians"].get(name, {})]
+    peak = max(_stage(result, name)["peak_rss_mib"] for name in measured)
     return peak, f"{peak / GIB:.2f} GiB", peak < 2 * GIB
 
 
 def farrington(result: dict[str, Any]) -> tuple[float, str, bool | None]:
     stage = result["once"]["alerts_farrington"]
+    if "failed" in stage:
+        raise StageFailed("alerts_farrington")
     per_series = stage["seconds"] / stage["rows"]
     estimate = per_series * FARRINGTON_GOAL_SERIES
     measured = stage["rows"] >= FARRINGTON_GOAL_SERIES
@@ -171,6 +180,9 @@ def goals_section(results: dict[str, dict[str, Any]]) -> list[str]:
         for result in results.values():
             try:
                 _, text, met = goal.measure(result)
+            except StageFailed as failed:
+                cells.append(f"**failed** ({STAGE_LABELS.get(str(failed), str(failed))})")
+                continue
             except (KeyError, ZeroDivisionError):
                 cells.append("not measured")
                 continue
@@ -197,11 +209,13 @@ STAGE_LABELS = {
 
 def scale_section(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
+    limit = (result.get("settings") or {}).get("memory_limit")
+    setting = f"; DuckDB memory_limit {limit}" if limit else ""
     lines = [
         f"## Scale {result['scale']}",
         "",
         f"{result['runs']} run{'s' if result['runs'] != 1 else ''}, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
-        f"Python {machine['python']}; recorded {result['recorded_at']}; the harness took "
+        f"Python {machine['python']}{setting}; recorded {result['recorded_at']}; the harness took "
         f"{result['harness_seconds'] / 60:.1f} min.",
         "",
         "| stage | seconds | rows | rows/s | peak memory |",
@@ -209,11 +223,16 @@ def scale_section(result: dict[str, Any]) -> list[str]:
     ]
     for name, stage in result["medians"].items():
         label = STAGE_LABELS.get(name, name)
+        if "failed" in stage:
+            lines.append(f"| {label} | failed: {_reason(stage['failed'])} | | | |")
+            continue
         lines.append(
             f"| {label} | {stage['seconds']:,.2f} | {stage['rows']:,.0f} | "
             f"{stage['rows_per_s']:,.0f} | {stage['peak_rss_mib']:,.0f} MiB |"
         )
     full = result["medians"]["full_refresh"]
+    if "failed" in full:
+        full = {}
     steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}
     lines += [
         "",
@@ -227,6 +246,9 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         lines += ["Once per scale:", "", "| stage | seconds | rows | rows/s | peak memory |",
                   "|---|---:|---:|---:|---:|"]  # fmt: skip
         for name, stage in result["once"].items():
+            if "failed" in stage:
+                lines.append(f"| {name} | failed: {_reason(stage['failed'])} | | | |")
+                continue
             rate = stage["rows"] / stage["seconds"] if stage["seconds"] else 0
             lines.append(
                 f"| {name} | {stage['seconds']:,.2f} | {stage['rows']:,} | {rate:,.0f} | "
@@ -234,6 +256,12 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def _reason(failure: str) -> str:
+    """The last line of a failed stage's error, fit for a table cell."""
+    lines = [line.strip() for line in failure.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "no message").replace("|", "/")[:200]
 
 
 def simulator_section() -> list[str]:

@@ -215,66 +215,95 @@ def run_stage(name: str, **args: Any) -> dict[str, Any]:
 # --- one run ------------------------------------------------------------------------------
 
 
-def one_run(scale: Scale, folder: Path, base: str, workdir: Path) -> dict[str, Any]:
+def attempt(name: str, **args: Any) -> dict[str, Any]:
+    """A stage's figures, or ``{"failed": why}``: at L one stage running out of memory must not
+    throw away the hour of figures measured before it."""
+    try:
+        return run_stage(name, **args)
+    except RuntimeError as error:
+        print(f"  {name:<22} FAILED: {str(error)[-500:]}", flush=True)
+        return {"failed": str(error)[-4000:]}
+
+
+def warehouse_url(path: Path, memory_limit: str | None) -> str:
+    """The DuckDB warehouse URL, with DuckDB's memory limit when one is set (it spills beyond)."""
+    return f"duckdb:///{path}" + (f"?memory_limit={memory_limit}" if memory_limit else "")
+
+
+def one_run(
+    scale: Scale,
+    folder: Path,
+    base: str,
+    workdir: Path,
+    memory_limit: str | None = None,
+    progress: Path | None = None,
+) -> dict[str, Any]:
+    """One run of every stage. ``progress`` gets the figures so far after each stage, so that a
+    harness killed late in an L run still leaves what it measured."""
     common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
     warehouse_path = workdir / "warehouse.duckdb"
-    warehouse = f"duckdb:///{warehouse_path}"
+    warehouse = warehouse_url(warehouse_path, memory_limit)
     stages: dict[str, dict[str, Any]] = {}
+
+    def measure(key: str, name: str, **args: Any) -> None:
+        stages[key] = attempt(name, **args)
+        if progress is not None:
+            progress.write_text(json.dumps(stages, indent=2, default=str) + "\n", encoding="utf-8")
+
     set_increment(base, 0)
-    stages["extract_json"] = run_stage("extract", **common, format="json")
-    stages["extract_csv"] = run_stage("extract", **common, format="csv")
-    stages["full_refresh"] = run_stage("pipeline", **common, warehouse=warehouse, full_refresh=True)
-    stages["limit_aggregate"] = run_stage("limit_aggregate", duckdb_path=str(warehouse_path))
-    stages["limit_validate"] = run_stage("limit_validate", duckdb_path=str(warehouse_path))
-    stages["limit_read_csv"] = run_stage(
-        "limit_read_csv", csv_dir=str(folder / "dhis2_csv" / "dataValueSets")
-    )
-    stages["incremental_no_change"] = run_stage("pipeline", **common, warehouse=warehouse)
+    measure("extract_json", "extract", **common, format="json")
+    measure("extract_csv", "extract", **common, format="csv")
+    measure("full_refresh", "pipeline", **common, warehouse=warehouse, full_refresh=True)
+    measure("limit_aggregate", "limit_aggregate", duckdb_path=str(warehouse_path))
+    measure("limit_validate", "limit_validate", duckdb_path=str(warehouse_path))
+    csv_dir = str(folder / "dhis2_csv" / "dataValueSets")
+    measure("limit_read_csv", "limit_read_csv", csv_dir=csv_dir)
+    measure("incremental_no_change", "pipeline", **common, warehouse=warehouse)
     set_increment(base, 1)
-    stages["incremental_1pct"] = run_stage("pipeline", **common, warehouse=warehouse)
+    measure("incremental_1pct", "pipeline", **common, warehouse=warehouse)
     set_increment(base, 0)
-    stages["peer_pandas"] = run_stage(
-        "peer_pandas", **common, duckdb_path=str(workdir / "peer_pandas.duckdb")
-    )
-    stages["peer_dlt"] = run_stage(
-        "peer_dlt", **common, duckdb_path=str(workdir / "peer_dlt.duckdb")
-    )
+    measure("peer_pandas", "peer_pandas", **common, duckdb_path=str(workdir / "peer_pandas.duckdb"))
+    measure("peer_dlt", "peer_dlt", **common, duckdb_path=str(workdir / "peer_dlt.duckdb"))
     return stages
 
 
-def once_per_scale(scale: Scale, folder: Path, base: str, workdir: Path) -> dict[str, Any]:
+def once_per_scale(
+    scale: Scale, folder: Path, base: str, workdir: Path, farrington: int | None = None
+) -> dict[str, Any]:
     common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
     stages: dict[str, dict[str, Any]] = {}
     if "fhir" in scale.sources:
-        stages["extract_fhir"] = run_stage(
+        stages["extract_fhir"] = attempt(
             "extract_source", **common, source={"name": "emr", "type": "fhir",
                                                 "base_url": f"{base}/fhir/emr"},
         )  # fmt: skip
     if "hl7" in scale.sources:
-        stages["extract_hl7"] = run_stage(
+        stages["extract_hl7"] = attempt(
             "extract_source", **common, source={"name": "lab", "type": "hl7v2",
                                                 "path": str(folder / "hl7")},
         )  # fmt: skip
     if "community" in scale.sources:
         os.environ.setdefault("BENCH_ODK_USER", "sandbox@healthpipe.example")
         os.environ.setdefault("BENCH_ODK_PASSWORD", "sandbox-password")
-        stages["extract_odk"] = run_stage(
+        stages["extract_odk"] = attempt(
             "extract_source", **common, source={
                 "name": "chw", "type": "odk", "base_url": f"{base}/odk", "project_id": 1,
                 "username_env": "BENCH_ODK_USER", "password_env": "BENCH_ODK_PASSWORD"},
         )  # fmt: skip
     if scale.postgres and (url := postgres_url()):
         with postgres_database(url) as database:
-            landed = run_stage("pipeline", **common, warehouse=database, full_refresh=True)
+            landed = attempt("pipeline", **common, warehouse=database, full_refresh=True)
             stages["postgres_full_refresh"] = landed
-    stages["alerts_farrington"] = run_stage("alerts_farrington", series=farrington_series(scale))
+    series = farrington or farrington_series(scale)
+    stages["alerts_farrington"] = attempt("alerts_farrington", series=series)
     return stages
 
 
 def farrington_series(scale: Scale) -> int:
     """How many weekly series the Farrington benchmark runs: the goal is 10,000 org units x 10
-    diseases; the quick scale runs a sample and reports the rate."""
-    return {"S": 200, "M": 2_000}.get(scale.name, 100_000)
+    diseases; the smaller scales run a sample and report the rate (L's tenth alone takes minutes;
+    the series are independent, so the time is linear in their number)."""
+    return {"S": 200, "M": 2_000, "L": 10_000}.get(scale.name, 100_000)
 
 
 def postgres_url() -> str | None:
@@ -299,11 +328,15 @@ def postgres_database(server: str) -> Iterator[str]:
 # --- summarising --------------------------------------------------------------------------
 
 
-def medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """Per stage: median seconds, rows, rows/s and peak memory; pipeline steps too."""
-    out: dict[str, dict[str, float]] = {}
+def medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per stage: median seconds, rows, rows/s and peak memory; pipeline steps too. Failed runs
+    are left out; a stage that failed in every run keeps the first reason."""
+    out: dict[str, Any] = {}
     for name in runs[0]:
-        stage_runs = [run[name] for run in runs]
+        stage_runs = [run[name] for run in runs if "failed" not in run[name]]
+        if not stage_runs:
+            out[name] = {"failed": runs[0][name]["failed"]}
+            continue
         seconds = statistics.median(r["seconds"] for r in stage_runs)
         rows = statistics.median(r["rows"] for r in stage_runs)
         summary = {
@@ -334,6 +367,14 @@ def main() -> None:
         default=str(HERE / "results"),
         help="where the result JSON goes (RESULTS.md is rewritten only for the default)",
     )
+    parser.add_argument(
+        "--memory-limit",
+        default=os.environ.get("BENCH_MEMORY_LIMIT"),
+        help="DuckDB's memory_limit for the warehouse (e.g. 8GB, 50%%); it spills beyond it",
+    )
+    parser.add_argument(
+        "--farrington-series", type=int, help="series for the Farrington stage (default by scale)"
+    )
     args = parser.parse_args()
     scale = SCALES[args.scale]
     cache = Path(args.cache)
@@ -347,15 +388,19 @@ def main() -> None:
             workdir = cache / f"{scale.name}-run"
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir()
-            runs.append(one_run(scale, folder, base, workdir))
+            progress = cache / f"{scale.name}-run-{number}-progress.json"
+            runs.append(one_run(scale, folder, base, workdir, args.memory_limit, progress))
         print(f"scale {scale.name}, once per scale", flush=True)
-        once = once_per_scale(scale, folder, base, cache / f"{scale.name}-run")
-    result = {
+        once = once_per_scale(
+            scale, folder, base, cache / f"{scale.name}-run", args.farrington_series
+        )
+    result: dict[str, Any] = {
         "scale": scale.name,
         "runs": len(runs),
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "harness_seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
+        "settings": {"memory_limit": args.memory_limit},
         "medians": medians(runs),
         "once": once,
         "all_runs": runs,
@@ -370,6 +415,16 @@ def main() -> None:
 
         write_results_table()
         print(f"table: {HERE / 'RESULTS.md'}")
+    failed = failed_stages(result)
+    if failed:
+        sys.exit(f"recorded, but these stages failed: {', '.join(failed)}")
+
+
+def failed_stages(result: dict[str, Any]) -> list[str]:
+    """Stages that failed in any run, or once per scale."""
+    names = {name for run in result["all_runs"] for name, stage in run.items() if "failed" in stage}
+    names |= {name for name, stage in result["once"].items() if "failed" in stage}
+    return sorted(names)
 
 
 if __name__ == "__main__":

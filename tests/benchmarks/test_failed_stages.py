@@ -1,0 +1,72 @@
+"""A stage that fails at a large scale (out of memory, say) is recorded as failed, with its
+reason, and the figures measured around it are kept and reported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import report
+from benchmarks.run import attempt, failed_stages, medians, warehouse_url
+
+
+def _figures(seconds: float) -> dict[str, Any]:
+    return {"seconds": seconds, "rows": 100.0, "peak_rss_mib": 50.0}
+
+
+def test_a_failing_stage_is_recorded_with_its_reason() -> None:
+    outcome = attempt("no_such_stage")
+    assert set(outcome) == {"failed"}
+    assert "no_such_stage" in outcome["failed"]
+
+
+def test_medians_leave_out_failed_runs_and_keep_the_reason() -> None:
+    runs = [
+        {"peer_dlt": {"failed": "MemoryError"}, "extract_csv": _figures(4.0)},
+        {"peer_dlt": _figures(9.0), "extract_csv": _figures(2.0)},
+        {"peer_dlt": {"failed": "MemoryError"}, "extract_csv": _figures(3.0)},
+    ]
+    summary = medians(runs)
+    assert summary["peer_dlt"]["seconds"] == 9.0
+    assert summary["extract_csv"]["seconds"] == 3.0
+    every_run_failed = medians([{"peer_dlt": {"failed": "MemoryError"}}])
+    assert every_run_failed == {"peer_dlt": {"failed": "MemoryError"}}
+
+
+def test_the_report_says_which_stage_failed_and_keeps_the_rest() -> None:
+    result: dict[str, Any] = {
+        "scale": "L",
+        "runs": 1,
+        "recorded_at": "2026-11-28T00:00:00Z",
+        "harness_seconds": 60.0,
+        "machine": {"cores": 2, "memory_gib": 23.5, "python": "3.11.7"},
+        "settings": {"memory_limit": "8GB"},
+        "medians": {
+            "extract_csv": {**_figures(2.0), "rows_per_s": 50.0},
+            "limit_read_csv": {**_figures(1.0), "rows_per_s": 100.0},
+            "full_refresh": {"failed": "Traceback ...\nduckdb.OutOfMemoryException: | 8GB"},
+        },
+        "once": {"alerts_farrington": {"failed": "killed"}},
+        "all_runs": [],
+    }
+    goals = "\n".join(report.goals_section({"L": result}))
+    assert "50/s; DuckDB read_csv 100/s (0.50x) **no**" in goals
+    whole = next(line for line in goals.splitlines() if line.startswith("| whole pipeline"))
+    assert "**failed** (whole pipeline, full refresh)" in whole
+    farrington = next(line for line in goals.splitlines() if "Farrington" in line)
+    assert "**failed**" in farrington
+    section = "\n".join(report.scale_section(result))
+    assert "DuckDB memory_limit 8GB" in section
+    assert (
+        "| whole pipeline, full refresh | failed: duckdb.OutOfMemoryException: / 8GB |" in section
+    )
+    assert "| alerts_farrington | failed: killed |" in section
+    assert failed_stages({**result, "all_runs": [result["medians"]]}) == [
+        "alerts_farrington",
+        "full_refresh",
+    ]
+
+
+def test_the_memory_limit_reaches_the_warehouse_url(tmp_path: Any) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    assert warehouse_url(path, None) == f"duckdb:///{path}"
+    assert warehouse_url(path, "8GB") == f"duckdb:///{path}?memory_limit=8GB"
