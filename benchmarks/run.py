@@ -189,8 +189,10 @@ def sandbox(folder: Path) -> Iterator[str]:
 
 
 def set_increment(base: str, number: int) -> None:
-    request = urllib.request.Request(f"{base}/_sandbox/increments/{number}", method="POST")
-    with urllib.request.urlopen(request, timeout=60) as response:
+    """Serve increment ``number``, its data values read before the next stage's clock starts."""
+    url = f"{base}/_sandbox/increments/{number}?warm=1"
+    request = urllib.request.Request(url, method="POST")
+    with urllib.request.urlopen(request, timeout=3600) as response:
         response.read()
 
 

@@ -16,7 +16,8 @@ Mounted APIs (each documented in its module):
 - ``/_sandbox/increments`` the sandbox's own control: ``GET`` lists the increments
   (``increments/<n>/`` folders of the simulator) and the one served, ``POST
   /_sandbox/increments/<n>`` serves the data as it is after increment ``n`` (no auth; the
-  sandbox listens on loopback)
+  sandbox listens on loopback); ``?warm=1`` reads the DHIS2 data values before answering,
+  so that the next requests are timed without the sandbox's file reading
 
 Every request goes: route -> auth (unless the route is public) -> fault draw (data routes
 only, see :mod:`pipelines.sandbox.faults`) -> handler. HTTP/1.1 keep-alive is supported.
@@ -162,6 +163,8 @@ class SandboxApp:
                 self.apply_increment(int(parts[2]))
             except ValueError as exc:
                 return json_response({"error": str(exc)}, 404)
+            if request.arg("warm") and self.dhis2_store.available:
+                self.dhis2_store.warm()
         return json_response(
             {
                 "current": self.increment,
