@@ -14,18 +14,40 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    DeltaDataIntervalTimetable,
+    ExceptionRetryPolicy,
+    RetryAction,
+    RetryRule,
+)
 from airflow.sdk.definitions.callback import SyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from pipelines.config import HealthpipeConfig, SourceConfig, load_config
 from pipelines.orchestration import warehouse_pool
+from pipelines.schedules import PRESETS, schedule_interval
 
 OWNER = "healthpipe"
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 DEFAULT_INGEST_SCHEDULE = "0 2 * * *"
 """Daily at 02:00 UTC, after facilities' end-of-day reporting, unless a source sets one."""
 RUN_DEADLINE = timedelta(hours=6)
+
+
+def ingest_timetable(
+    schedule: str | None,
+) -> CronDataIntervalTimetable | DeltaDataIntervalTimetable:
+    """A source's ``schedule:`` as data intervals (each run knows the period it stands for):
+    presets (``@daily``) on the clock, durations (``6h``) as fixed steps from the start date.
+    A cron timetable given ``6h`` fails the whole ingest file, every source's DAG with it."""
+    if schedule is None:
+        return CronDataIntervalTimetable(DEFAULT_INGEST_SCHEDULE, "UTC")
+    if schedule in PRESETS:
+        return CronDataIntervalTimetable(schedule, "UTC")
+    return DeltaDataIntervalTimetable(schedule_interval(schedule))
+
 
 MARTS = Asset(name="healthpipe_marts", uri="healthpipe://warehouse/marts")
 ALERTS = Asset(name="healthpipe_alerts", uri="healthpipe://warehouse/marts/alerts")

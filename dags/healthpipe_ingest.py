@@ -29,17 +29,17 @@ from __future__ import annotations
 from typing import Any
 
 from _wiring import (
-    DEFAULT_INGEST_SCHEDULE,
     START,
     config,
     deadline,
     default_args,
+    ingest_timetable,
     pool,
     run_id,
     source_asset,
     use_source_credentials,
 )
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from pipelines.config import SourceConfig
 from pipelines.orchestration import WINDOW_PARAM, run_window
@@ -50,8 +50,7 @@ def ingest_dag(source: SourceConfig) -> None:
 
     @dag(
         dag_id=dag_id,
-        # Data intervals (not trigger times) so each run knows the period it stands for.
-        schedule=CronDataIntervalTimetable(source.schedule or DEFAULT_INGEST_SCHEDULE, "UTC"),
+        schedule=ingest_timetable(source.schedule),
         start_date=START,
         catchup=False,
         max_active_runs=1,

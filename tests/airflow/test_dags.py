@@ -81,6 +81,8 @@ def test_one_ingest_dag_per_source_and_every_dag_parses_fast(
     sources = every_source_type(tmp_path / "country", urls)
     sources.append({"name": "national", "type": "dhis2", "base_url": "http://127.0.0.1:9/",
                     "org_units": [f"OU{i:09d}" for i in range(45)]})  # fmt: skip
+    sources[0]["schedule"] = "6h"  # a duration, as healthpipe status reads it too
+    sources[1]["schedule"] = "@hourly"
     config = write_config(
         tmp_path / "healthpipe.yml",
         {"warehouse": f"duckdb:///{tmp_path / 'w.duckdb'}", "sources": sources},
@@ -108,7 +110,9 @@ def test_one_ingest_dag_per_source_and_every_dag_parses_fast(
         assert dag["tasks"] == ["data_docs", "extract_land_validate", "plan"]
         assert dag["mapped"] == ["extract_land_validate"]
         assert dag["pools"]["extract_land_validate"] == "healthpipe_duckdb"
-        assert dag["timetable"] == "CronDataIntervalTimetable"
+    timetables = {dag_id: report["dags"][dag_id]["timetable"] for dag_id in ingest}
+    assert timetables.pop(f"healthpipe_ingest_{sources[0]['name']}") == "DeltaDataIntervalTimetable"
+    assert set(timetables.values()) == {"CronDataIntervalTimetable"}
     assert report["dags"]["healthpipe_transform"]["timetable"] == "AssetTriggeredTimetable"
     assert report["dags"]["healthpipe_alerts"]["timetable"] == "AssetTriggeredTimetable"
     assert set(report["dags"]["healthpipe_transform"]["pools"].values()) == {"healthpipe_duckdb"}
