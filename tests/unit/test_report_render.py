@@ -7,6 +7,7 @@ import argparse
 import itertools
 import re
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,30 @@ def test_the_run_summary_names_the_new_fields_of_the_run() -> None:
         "Schema changes: 3 new fields kept in raw extras (hmis data_values: newField, "
         "storedAt; sheets workforce: note); `healthpipe status` lists them"
     )
+
+
+def test_commands_that_call_no_source_run_without_the_sources_credentials(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An analyst's shell or a monitoring pod has the warehouse, not every source's secrets;
+    a pull still refuses to start without them, naming the variable."""
+    import json
+
+    import yaml
+
+    monkeypatch.delenv("HP_TEST_DHIS2_USER", raising=False)
+    monkeypatch.delenv("HP_TEST_DHIS2_PASSWORD", raising=False)
+    config = tmp_path / "healthpipe.yml"
+    source = {"name": "hmis", "type": "dhis2", "base_url": "http://127.0.0.1:9/",
+              "username_env": "HP_TEST_DHIS2_USER", "password_env": "HP_TEST_DHIS2_PASSWORD"}  # fmt: skip
+    config.write_text(
+        yaml.safe_dump({"warehouse": f"duckdb:///{tmp_path / 'w.duckdb'}", "sources": [source]}),
+        encoding="utf-8",
+    )
+    assert cli.main(["status", "--config", str(config), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in status["sources"]] == ["hmis"]
+    assert cli.main(["run", "--config", str(config)]) != 0
+    assert "environment variable HP_TEST_DHIS2_USER is not set" in capsys.readouterr().err
