@@ -183,7 +183,7 @@ def goals_section(results: dict[str, dict[str, Any]]) -> list[str]:
             except StageFailed as failed:
                 cells.append(f"**failed** ({STAGE_LABELS.get(str(failed), str(failed))})")
                 continue
-            except (KeyError, ZeroDivisionError):
+            except (KeyError, ValueError, ZeroDivisionError):
                 cells.append("not measured")
                 continue
             verdict = "" if met is None else (" **yes**" if met else " **no**")
@@ -215,8 +215,13 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         f"## Scale {result['scale']}",
         "",
         f"{result['runs']} run{'s' if result['runs'] != 1 else ''}, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
-        f"Python {machine['python']}{setting}; recorded {result['recorded_at']}; the harness took "
-        f"{result['harness_seconds'] / 60:.1f} min.",
+        f"Python {machine['python']}{setting}; recorded {result['recorded_at']}"
+        + (
+            f"; the harness took {result['harness_seconds'] / 60:.1f} min."
+            if result.get("harness_seconds")
+            else "."
+        )
+        + (f" **Stopped** before its end: {result['stopped']}" if result.get("stopped") else ""),
         "",
         "| stage | seconds | rows | rows/s | peak memory |",
         "|---|---:|---:|---:|---:|",
@@ -230,7 +235,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             f"| {label} | {stage['seconds']:,.2f} | {stage['rows']:,.0f} | "
             f"{stage['rows_per_s']:,.0f} | {stage['peak_rss_mib']:,.0f} MiB |"
         )
-    full = result["medians"]["full_refresh"]
+    full = result["medians"].get("full_refresh", {})
     if "failed" in full:
         full = {}
     steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}

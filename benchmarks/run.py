@@ -377,10 +377,21 @@ def main() -> None:
     parser.add_argument(
         "--farrington-series", type=int, help="series for the Farrington stage (default by scale)"
     )
+    parser.add_argument(
+        "--record-stopped",
+        metavar="WHY",
+        help="run nothing: record what a stopped one-run harness measured (its progress file "
+        "in --cache), saying why it was stopped",
+    )
     args = parser.parse_args()
     scale = SCALES[args.scale]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    if args.record_stopped:
+        progress = cache / f"{scale.name}-run-1-progress.json"
+        stages = json.loads(progress.read_text(encoding="utf-8"))
+        record(args, scale, [stages], {}, None, stopped=args.record_stopped)
+        return
     started = time.perf_counter()
     folder = country_dir(scale, cache)
     runs = []
@@ -396,17 +407,32 @@ def main() -> None:
         once = once_per_scale(
             scale, folder, base, cache / f"{scale.name}-run", args.farrington_series
         )
+    record(args, scale, runs, once, round(time.perf_counter() - started, 1))
+
+
+def record(
+    args: argparse.Namespace,
+    scale: Scale,
+    runs: list[dict[str, Any]],
+    once: dict[str, Any],
+    harness_seconds: float | None,
+    stopped: str | None = None,
+) -> None:
+    """Write the result file (and RESULTS.md for the default folder); exit non-zero when a
+    stage failed."""
     result: dict[str, Any] = {
         "scale": scale.name,
         "runs": len(runs),
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "harness_seconds": round(time.perf_counter() - started, 1),
+        "harness_seconds": harness_seconds,
         "machine": machine(),
         "settings": {"memory_limit": args.memory_limit},
         "medians": medians(runs),
         "once": once,
         "all_runs": runs,
     }
+    if stopped:
+        result["stopped"] = stopped
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"{scale.name}-{result['recorded_at'].replace(':', '')}.json"

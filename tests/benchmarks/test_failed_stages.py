@@ -70,3 +70,31 @@ def test_the_memory_limit_reaches_the_warehouse_url(tmp_path: Any) -> None:
     path = tmp_path / "warehouse.duckdb"
     assert warehouse_url(path, None) == f"duckdb:///{path}"
     assert warehouse_url(path, "8GB") == f"duckdb:///{path}?memory_limit=8GB"
+
+
+def test_a_stopped_run_is_recorded_from_its_progress_file(tmp_path: Any, monkeypatch: Any) -> None:
+    import json
+    import sys
+
+    from benchmarks import run
+
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    cache.mkdir()
+    measured = {
+        "extract_json": _figures(2.0),
+        "full_refresh": {**_figures(60.0), "steps_s": {"transform": 40.0}, "extract_s": 5.0,
+                         "data_values": 100},
+    }  # fmt: skip
+    (cache / "L-run-1-progress.json").write_text(json.dumps(measured), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["run", "--scale", "L", "--cache", str(cache),
+                                      "--results-dir", str(results),
+                                      "--record-stopped", "machine needed"])  # fmt: skip
+    run.main()
+    (result_file,) = results.glob("L-*.json")
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    assert result["stopped"] == "machine needed"
+    assert result["medians"]["full_refresh"]["seconds"] == 60.0
+    assert set(result["medians"]) == {"extract_json", "full_refresh"}
+    goals = "\n".join(report.goals_section({"L": result}))
+    assert "60.0 s **yes**" in goals and "not measured" in goals
+    assert "**Stopped** before its end: machine needed" in "\n".join(report.scale_section(result))
