@@ -121,6 +121,9 @@ def memory(result: dict[str, Any]) -> tuple[float, str, bool | None]:
         "incremental_no_change",
         "incremental_1pct",
     )
+    for name in ours:  # a failed stage's peak is unknown: the goal cannot be judged
+        if "failed" in result["medians"].get(name, {}):
+            raise StageFailed(name)
     measured = [name for name in ours if "peak_rss_mib" in result["medians"].get(name, {})]
     peak = max(_stage(result, name)["peak_rss_mib"] for name in measured)
     return peak, f"{peak / GIB:.2f} GiB", peak < 2 * GIB
@@ -239,14 +242,16 @@ def scale_section(result: dict[str, Any]) -> list[str]:
     if "failed" in full:
         full = {}
     steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}
-    lines += [
-        "",
-        "Inside the full refresh (seconds, from `audit.pipeline_runs`): pulling pages (the "
-        f"extract step less landing, validation and reconciliation) {full.get('extract_s', 0):,.1f}; "
-        + "; ".join(f"{step} {seconds:,.1f}" for step, seconds in sorted(steps.items()))
-        + ".",
-        "",
-    ]
+    lines.append("")
+    if steps:
+        lines += [
+            "Inside the full refresh (seconds, from `audit.pipeline_runs`): pulling pages (the "
+            "extract step less landing, validation and reconciliation) "
+            f"{full.get('extract_s', 0):,.1f}; "
+            + "; ".join(f"{step} {seconds:,.1f}" for step, seconds in sorted(steps.items()))
+            + ".",
+            "",
+        ]
     if result.get("once"):
         lines += ["Once per scale:", "", "| stage | seconds | rows | rows/s | peak memory |",
                   "|---|---:|---:|---:|---:|"]  # fmt: skip
