@@ -24,7 +24,7 @@
                     "derived data element " ~ row[0] ~ ": " ~ row[1] ~ " is not a record source") }}
             {%- endif -%}
             {%- do definitions.append({
-                'id': row[0], 'source': row[1], 'filter': row[2], 'value': row[3],
+                'id': row[0], 'source': row[1], 'filter': row[2] | replace('double precision', hp_type_double()), 'value': row[3] | replace('double precision', hp_type_double()),
                 'period_type': row[4], 'date_column': row[5], 'period_column': row[6],
                 'org_unit_column': row[7], 'disaggregate_by': row[8]}) -%}
         {%- endfor -%}
@@ -32,12 +32,12 @@
 
     {%- if definitions | length == 0 %}
     select
-        cast(null as varchar) as data_element_id,
-        cast(null as varchar) as category_option_combo_id,
-        cast(null as varchar) as org_unit_id,
-        cast(null as varchar) as period_id,
-        cast(null as double precision) as value,
-        cast(null as varchar) as source
+        cast(null as {{ hp_type_text() }}) as data_element_id,
+        cast(null as {{ hp_type_text() }}) as category_option_combo_id,
+        cast(null as {{ hp_type_text() }}) as org_unit_id,
+        cast(null as {{ hp_type_text() }}) as period_id,
+        cast(null as {{ hp_type_double() }}) as value,
+        cast(null as {{ hp_type_text() }}) as source
     where 1 = 0
     {%- endif %}
 
@@ -45,13 +45,13 @@
     select
         '{{ d.id }}' as data_element_id,
         {%- if d.disaggregate_by %}
-        cast(r.{{ d.disaggregate_by }} as varchar) as category_option_combo_id,
+        cast(r.{{ d.disaggregate_by }} as {{ hp_type_text() }}) as category_option_combo_id,
         {%- else %}
-        cast(null as varchar) as category_option_combo_id,
+        cast(null as {{ hp_type_text() }}) as category_option_combo_id,
         {%- endif %}
         r.{{ d.org_unit_column }} as org_unit_id,
         p.period_id,
-        cast({{ d.value }} as double precision) as value,
+        cast({{ d.value }} as {{ hp_type_double() }}) as value,
         '{{ d.source }}' as source
     from {{ ref(d.source) }} as r
     join {{ periods_relation }} as p

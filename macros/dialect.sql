@@ -118,3 +118,17 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#- In an aggregate: `value` of the row with the greatest `order_by` (ties: the greatest
+    value, so that the result does not depend on the order rows arrive in). -#}
+{% macro hp_value_of_latest(value, order_by) -%}
+    {{ return(adapter.dispatch('hp_value_of_latest', 'healthpipe')(value, order_by)) }}
+{%- endmacro %}
+
+{% macro default__hp_value_of_latest(value, order_by) -%}
+    (array_agg({{ value }} order by {{ order_by }} desc, {{ value }} desc))[1]
+{%- endmacro %}
+
+{% macro duckdb__hp_value_of_latest(value, order_by) -%}
+    arg_max({{ value }}, struct_pack(o := {{ order_by }}, v := {{ value }}))
+{%- endmacro %}

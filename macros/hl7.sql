@@ -9,7 +9,7 @@
 
 {#- Year, month, day, hour, minute, second in range, then fraction and offset (shared regex). -#}
 {% macro hp_hl7_timestamp_pattern() -%}
-    '^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])(([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?)?([+-]([01][0-9]|2[0-3])[0-5][0-9])?$'
+    '^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])(([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9]([.][0-9]{1,6})?)?)?)?([+-]([01][0-9]|2[0-3])[0-5][0-9])?$'
 {%- endmacro %}
 
 {#- Minutes east of UTC in the timestamp's offset (0 without one). -#}
@@ -30,7 +30,7 @@
                     then cast(substr({{ digits }}, 1, 4) || '-' || substr({{ digits }}, 5, 2) || '-'
                               || substr({{ digits }}, 7, 2) || ' ' || substr({{ digits }}, 9, 2) || ':'
                               || substr({{ digits }}, 11, 2) || ':' || substr({{ digits }}, 13, 2) as timestamp)
-                         + coalesce(cast('0' || substring({{ expression }} from '\.[0-9]+') as double precision), 0)
+                         + coalesce(cast('0' || substring({{ expression }} from '[.][0-9]+') as double precision), 0)
                            * interval '1 second'
                          - ({{ hp_hl7_offset_minutes(expression) }}) * interval '1 minute'
                end
@@ -40,7 +40,7 @@
 {% macro duckdb__hp_hl7_timestamp(expression) -%}
     (case when regexp_matches({{ expression }}, {{ hp_hl7_timestamp_pattern() }})
           then try_strptime(rpad(regexp_extract({{ expression }}, '^[0-9]+'), 14, '0'), '%Y%m%d%H%M%S')
-               + to_microseconds(cast(round(coalesce(try_cast('0' || regexp_extract({{ expression }}, '\.[0-9]+') as double), 0) * 1000000) as bigint))
+               + to_microseconds(cast(round(coalesce(try_cast('0' || regexp_extract({{ expression }}, '[.][0-9]+') as double), 0) * 1000000) as bigint))
                - to_minutes(cast({{ hp_hl7_offset_minutes(expression) }} as bigint))
      end)
 {%- endmacro %}

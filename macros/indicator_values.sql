@@ -13,7 +13,7 @@
             "select indicator_id, numerator_sql, denominator_sql from " ~ indicators_relation
             ~ " where is_computable order by indicator_id") -%}
         {%- for row in indicator_rows.rows -%}
-            {%- do indicators.append({'id': row[0], 'numerator': row[1], 'denominator': row[2]}) -%}
+            {%- do indicators.append({'id': row[0], 'numerator': row[1] | replace('double precision', hp_type_double()), 'denominator': row[2] | replace('double precision', hp_type_double())}) -%}
         {%- endfor -%}
         {%- set operand_rows = run_query(
             "select indicator_id, operand_alias, data_element_id, category_option_combo_id, "
@@ -26,13 +26,13 @@
 
     {%- if indicators | length == 0 %}
     select
-        cast(null as varchar) as indicator_id,
-        cast(null as varchar) as org_unit_id,
+        cast(null as {{ hp_type_text() }}) as indicator_id,
+        cast(null as {{ hp_type_text() }}) as org_unit_id,
         cast(null as integer) as org_unit_level,
-        cast(null as varchar) as period_id,
-        cast(null as varchar) as period_type,
-        cast(null as double precision) as numerator,
-        cast(null as double precision) as denominator
+        cast(null as {{ hp_type_text() }}) as period_id,
+        cast(null as {{ hp_type_text() }}) as period_type,
+        cast(null as {{ hp_type_double() }}) as numerator,
+        cast(null as {{ hp_type_double() }}) as denominator
     where 1 = 0
     {%- endif %}
 
@@ -43,8 +43,8 @@
         org_unit_level,
         period_id,
         period_type,
-        cast({{ indicator.numerator }} as double precision) as numerator,
-        cast({{ indicator.denominator }} as double precision) as denominator
+        cast({{ indicator.numerator }} as {{ hp_type_double() }}) as numerator,
+        cast({{ indicator.denominator }} as {{ hp_type_double() }}) as denominator
     from (
         select
             org_unit_id,

@@ -83,11 +83,12 @@
         ) as keys
 {% endmacro %}
 
-{#- Every member of the groups whose keys `touched` (a relation or CTE name) lists. -#}
+{#- Every member of the groups whose keys `touched` (a relation or CTE name) lists, with its
+    value (the candidate order of the masking rounds). -#}
 {% macro hp_suppression_members_of(touched, cells, links) %}
     -- org: the children
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
-        t.anchor_period_type, c.cell_id
+        t.anchor_period_type, c.cell_id, c.cell_value
     from {{ touched }} as t
     join {{ cells }} as c
         on c.series_id = t.series_id
@@ -97,7 +98,7 @@
     union all
     -- org and period: the total, where the table has it
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
-        t.anchor_period_type, c.cell_id
+        t.anchor_period_type, c.cell_id, c.cell_value
     from {{ touched }} as t
     join {{ cells }} as c
         on c.series_id = t.series_id
@@ -107,7 +108,7 @@
     union all
     -- period: the periods of the group's type that roll into its period
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
-        t.anchor_period_type, c.cell_id
+        t.anchor_period_type, c.cell_id, c.cell_value
     from {{ touched }} as t
     join {{ links }} as l
         on l.table_name = t.table_name
@@ -121,7 +122,7 @@
     union all
     -- combo: the data element's disaggregations
     select t.family, t.series_id, t.anchor_org_unit_id, t.anchor_period_id,
-        t.anchor_period_type, c.cell_id
+        t.anchor_period_type, c.cell_id, c.cell_value
     from {{ touched }} as t
     join {{ cells }} as c
         on c.combo_series_id = t.series_id
@@ -131,77 +132,75 @@
       and c.table_name = 'pub_data_values'
 {% endmacro %}
 
-{#- Runs from int_suppression_masks' post-hook: the rounds are statements run one after the
-    other, so the hook itself renders no SQL of its own. Each round lists the groups of the
-    cells the previous round masked (round 1: the small counts), and in each such group with
-    exactly one masked cell masks the first unmasked cell in candidate order. A fixpoint not
-    reached within max_rounds fails the build. -#}
-{% macro hp_complete_masking(masks, cells, links, max_rounds=100) %}
+{#- Runs from int_suppression_masked_cells' post-hook: the rounds are statements run one after
+    the other, so the hook itself renders no SQL of its own. `masked` holds the masked cells
+    (cell_id, masked_round), the small counts as round 0. Each round lists the groups of the
+    cells the previous round masked, and in each such group with exactly one masked cell
+    masks the first unmasked cell in candidate order: it appends them to `masked` (insert
+    only, no update: engines whose tables are files, such as Spark without Delta, can append
+    but not update). A fixpoint not reached within max_rounds fails the build. -#}
+{% macro hp_complete_masking(masked, cells, links, max_rounds=100) %}
     {%- if execute -%}
         {%- set state = namespace(last_added=1, rounds=0) -%}
         {%- set group_key = 'g.family, g.series_id, g.anchor_org_unit_id, g.anchor_period_id, g.anchor_period_type' -%}
         {%- for round in range(1, max_rounds + 1) -%}
             {%- if state.last_added > 0 -%}
-                {%- set seeds = 'select cell_id from ' ~ masks ~ ' where masked_round = ' ~ (round - 1) -%}
+                {%- set seeds = 'select cell_id from ' ~ masked ~ ' where masked_round = ' ~ (round - 1) -%}
                 {#- The touched groups and their members go through temporary tables:
                     with their sizes known, the engine joins them into the (much larger)
-                    cells and masks instead of the other way round (planned as one query,
-                    DuckDB guessed billions of members and hashed the whole masks table). -#}
+                    cells instead of the other way round (planned as one query, DuckDB
+                    guessed billions of members and hashed the whole table each round). -#}
                 {%- call statement('hp_masking_touched') -%}
-                    drop table if exists hp_masking_touched
+                    {{ hp_drop_temp_table('hp_masking_touched') }}
                 {%- endcall -%}
                 {%- call statement('hp_masking_touched') -%}
-                    create temporary table hp_masking_touched as
-                    {{ hp_suppression_touched(seeds, cells, links) }}
+                    {{ hp_create_temp_table('hp_masking_touched', hp_suppression_touched(seeds, cells, links)) }}
                 {%- endcall -%}
                 {%- call statement('hp_masking_members') -%}
-                    drop table if exists hp_masking_members
+                    {{ hp_drop_temp_table('hp_masking_members') }}
                 {%- endcall -%}
                 {%- call statement('hp_masking_members') -%}
-                    create temporary table hp_masking_members as
-                    {{ hp_suppression_members_of('hp_masking_touched', cells, links) }}
+                    {{ hp_create_temp_table('hp_masking_members', hp_suppression_members_of('hp_masking_touched', cells, links)) }}
                 {%- endcall -%}
                 {%- call statement('hp_masking_round') -%}
-                    update {{ masks }} set is_masked = true, masked_round = {{ round }}
-                    where cell_id in (
-                        select ranked.cell_id
-                        from (
-                            select
-                                g.cell_id,
-                                m.is_masked,
-                                sum(case when m.is_masked then 1 else 0 end)
-                                    over (partition by {{ group_key }}) as masked_cells,
-                                row_number() over (
-                                    partition by {{ group_key }}
-                                    order by case when m.is_masked then 1 else 0 end,
-                                        case when m.cell_value = 0 then 1 else 0 end,
-                                        m.cell_value, g.cell_id
-                                ) as candidate_rank
-                            from hp_masking_members as g
-                            join {{ masks }} as m on m.cell_id = g.cell_id
-                        ) as ranked
-                        where ranked.masked_cells = 1
-                          and not ranked.is_masked
-                          and ranked.candidate_rank = 1
-                    )
+                    insert into {{ masked }} (cell_id, masked_round)
+                    select distinct ranked.cell_id, {{ round }}
+                    from (
+                        select
+                            g.cell_id,
+                            m.cell_id is not null as is_masked,
+                            sum(case when m.cell_id is not null then 1 else 0 end)
+                                over (partition by {{ group_key }}) as masked_cells,
+                            row_number() over (
+                                partition by {{ group_key }}
+                                order by case when m.cell_id is not null then 1 else 0 end,
+                                    case when g.cell_value = 0 then 1 else 0 end,
+                                    g.cell_value, g.cell_id
+                            ) as candidate_rank
+                        from hp_masking_members as g
+                        left join {{ masked }} as m on m.cell_id = g.cell_id
+                    ) as ranked
+                    where ranked.masked_cells = 1
+                      and not ranked.is_masked
+                      and ranked.candidate_rank = 1
                 {%- endcall -%}
                 {%- set added = run_query(
-                    "select count(*) from " ~ masks ~ " where masked_round = " ~ round
+                    "select count(*) from " ~ masked ~ " where masked_round = " ~ round
                 ).columns[0].values()[0] -%}
                 {%- set state.last_added = added -%}
                 {%- set state.rounds = round -%}
             {%- endif -%}
         {%- endfor -%}
         {%- call statement('hp_masking_cleanup') -%}
-            drop table if exists hp_masking_touched
+            {{ hp_drop_temp_table('hp_masking_touched') }}
         {%- endcall -%}
         {%- call statement('hp_masking_cleanup') -%}
-            drop table if exists hp_masking_members
+            {{ hp_drop_temp_table('hp_masking_members') }}
         {%- endcall -%}
         {%- if state.last_added > 0 -%}
             {{ exceptions.raise_compiler_error(
                 "small-cell suppression: complementary masking still changed cells after "
-                ~ max_rounds ~ " rounds in " ~ masks) }}
+                ~ max_rounds ~ " rounds in " ~ masked) }}
         {%- endif -%}
         {{ log("small-cell suppression: complementary masking settled after " ~ state.rounds ~ " rounds", info=false) }}
     {%- endif -%}

@@ -22,7 +22,7 @@ parts as (
         cast(extract(year from day) as integer) as y,
         cast(extract(month from day) as integer) as m,
         cast(extract(day from day) as integer) as d,
-        cast(extract(isodow from day) as integer) as dow
+        cast({{ hp_iso_dow('day') }} as integer) as dow
     from days
 
 ),
@@ -40,27 +40,27 @@ week_starts as (
 
 select
     day,
-    cast(y * 10000 + m * 100 + d as varchar) as daily_id,
+    cast(y * 10000 + m * 100 + d as {{ hp_type_text() }}) as daily_id,
     {%- for period_type, infix, start_dow in week_flavours %}
-    cast(cast(extract(year from start_{{ period_type | lower }} + 3) as integer) as varchar)
+    cast(cast(extract(year from start_{{ period_type | lower }} + 3) as integer) as {{ hp_type_text() }})
         || '{{ infix }}W'
-        || cast(cast(floor((extract(doy from start_{{ period_type | lower }} + 3) - 1) / 7.0) as integer) + 1 as varchar)
+        || cast(cast(floor((extract(doy from start_{{ period_type | lower }} + 3) - 1) / 7.0) as integer) + 1 as {{ hp_type_text() }})
         as {{ period_type | lower }}_id,
     {%- endfor %}
     -- bi-week n = ISO weeks 2n-1 and 2n; DHIS2 makes 26 a year, so ISO week 53 has none
     case
         when cast(floor((extract(doy from start_weekly + 3) - 1) / 7.0) as integer) + 1 <= 52
-        then cast(cast(extract(year from start_weekly + 3) as integer) as varchar) || 'BiW'
-            || cast(cast(floor(floor((extract(doy from start_weekly + 3) - 1) / 7.0) / 2) as integer) + 1 as varchar)
+        then cast(cast(extract(year from start_weekly + 3) as integer) as {{ hp_type_text() }}) || 'BiW'
+            || cast(cast(floor(floor((extract(doy from start_weekly + 3) - 1) / 7.0) / 2) as integer) + 1 as {{ hp_type_text() }})
     end as biweekly_id,
-    cast(y * 100 + m as varchar) as monthly_id,
-    cast(y * 100 + cast(floor((m - 1) / 2.0) as integer) + 1 as varchar) || 'B' as bimonthly_id,
-    cast(y as varchar) || 'Q' || cast(cast(floor((m - 1) / 3.0) as integer) + 1 as varchar) as quarterly_id,
-    cast(y as varchar) || case when m <= 6 then 'S1' else 'S2' end as sixmonthly_id,
-    cast(case when m >= 4 then y else y - 1 end as varchar)
+    cast(y * 100 + m as {{ hp_type_text() }}) as monthly_id,
+    cast(y * 100 + cast(floor((m - 1) / 2.0) as integer) + 1 as {{ hp_type_text() }}) || 'B' as bimonthly_id,
+    cast(y as {{ hp_type_text() }}) || 'Q' || cast(cast(floor((m - 1) / 3.0) as integer) + 1 as {{ hp_type_text() }}) as quarterly_id,
+    cast(y as {{ hp_type_text() }}) || case when m <= 6 then 'S1' else 'S2' end as sixmonthly_id,
+    cast(case when m >= 4 then y else y - 1 end as {{ hp_type_text() }})
         || case when m between 4 and 9 then 'AprilS1' else 'AprilS2' end as sixmonthlyapril_id,
-    cast(y as varchar) as yearly_id,
+    cast(y as {{ hp_type_text() }}) as yearly_id,
     {%- for period_type, suffix, first_month in financial_years %}
-    cast(case when m >= {{ first_month }} then y else y - 1 end as varchar) || '{{ suffix }}' as {{ period_type | lower }}_id{{ "," if not loop.last }}
+    cast(case when m >= {{ first_month }} then y else y - 1 end as {{ hp_type_text() }}) || '{{ suffix }}' as {{ period_type | lower }}_id{{ "," if not loop.last }}
     {%- endfor %}
 from week_starts

@@ -37,12 +37,7 @@ in_target_periods as (
     select
         v.*,
         r.target_period_id,
-        r.target_period_type,
-        row_number() over (
-            partition by v.data_element_id, v.category_option_combo_id,
-                v.attribute_option_combo_id, v.org_unit_id, r.target_period_id
-            order by v.period_start_date desc
-        ) as recency
+        r.target_period_type
     from data_values as v
     join {{ ref('int_period_rollups') }} as r on r.period_id = v.period_id
 
@@ -62,7 +57,9 @@ over_time as (
         count(*) as value_count,
         min(value) as min_value,
         max(value) as max_value,
-        max(case when recency = 1 then value end) as last_value
+        -- the value of the latest period: an aggregate, not a window over every value and
+        -- target period (at 10 million values that window sorted and spilled for minutes)
+        {{ hp_value_of_latest('value', 'period_start_date') }} as last_value
     from in_target_periods
     group by 1, 2, 3, 4, 5, 6, 7
 
@@ -112,5 +109,5 @@ select
         when 'MAX' then max_value
         when 'COUNT' then value_count
         else sum_value
-    end as double precision) as value
+    end as {{ hp_type_double() }}) as value
 from over_org_units

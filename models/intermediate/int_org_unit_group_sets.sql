@@ -17,7 +17,7 @@ select
     code,
     name,
     group_ids,
-    trim(both '_' from regexp_replace(lower(coalesce(code, name)), '[^a-z0-9]+', '_', 'g'))
+    trim(both '_' from {{ hp_regexp_replace_all("lower(coalesce(code, name))", "'[^a-z0-9]+'", "'_'") }})
         as column_name
 from ranked
 where recency = 1

@@ -175,4 +175,4 @@ left join lab_confirmed as lab
     on lab.disease = g.disease and lab.org_unit_id = g.org_unit_id and lab.period_id = g.period_id
 left join population as pop
     on pop.org_unit_id = g.org_unit_id
-    and pop.year_id = cast(cast(extract(year from g.start_date + 3) as integer) as varchar)
+    and pop.year_id = cast(cast(extract(year from g.start_date + 3) as integer) as {{ hp_type_text() }})

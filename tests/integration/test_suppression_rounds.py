@@ -3,7 +3,7 @@ on a small hand-made warehouse whose masks can be worked out on paper.
 
 The upstream marts are plain tables here; dbt builds only the suppression models and
 pub_surveillance_weekly on top of them, post-hooks and all (a dbt unit test would skip the
-rounds, which run in int_suppression_masks' post-hook)."""
+rounds, which run in int_suppression_masked_cells' post-hook)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ MODELS = [
     "int_suppression_period_links",
     "int_suppression_cells",
     "int_suppression_equations",
+    "int_suppression_masked_cells",
     "int_suppression_masks",
     "pub_surveillance_weekly",
     "assert_suppressed_cells_are_not_recoverable",

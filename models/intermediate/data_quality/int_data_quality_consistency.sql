@@ -71,7 +71,7 @@ compared as (
         cur.year_period_id as period_id,
         cur.yearly_value,
         count(*) as reference_years,
-        avg(ref.yearly_value order by ref.yearly_value) as reference_mean
+        {{ hp_ordered_agg('avg', 'ref.yearly_value') }} as reference_mean
     from yearly as cur
     join yearly as ref
         on ref.source = cur.source

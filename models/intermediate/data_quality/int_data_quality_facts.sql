@@ -68,7 +68,7 @@ counts as (
         '{{ element }}' as data_element_id,
         org_unit_id,
         period_id,
-        cast({{ column }} as double precision) as value
+        cast({{ column }} as {{ hp_type_double() }}) as value
     from {{ relation }}
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}

@@ -31,8 +31,8 @@ series as (
     select
         series_id,
         count(*) as series_values,
-        avg(value order by value) as series_mean,
-        stddev_pop(value order by value) as series_sd,
+        {{ hp_ordered_agg('avg', 'value') }} as series_mean,
+        {{ hp_ordered_agg('stddev_pop', 'value') }} as series_sd,
         percentile_cont(0.5) within group (order by value) as series_median
     from data_values
     group by series_id
@@ -58,7 +58,7 @@ spread as (
     select
         series_id,
         percentile_cont(0.5) within group (order by deviation_from_median) as series_mad,
-        avg(deviation_from_median order by deviation_from_median) as series_mean_deviation
+        {{ hp_ordered_agg('avg', 'deviation_from_median') }} as series_mean_deviation
     from deviations
     group by series_id
 
@@ -70,8 +70,8 @@ seasonal as (
         v.series_id,
         v.period_id,
         count(*) as seasonal_values,
-        avg(history.value order by history.value) as seasonal_mean,
-        stddev_pop(history.value order by history.value) as seasonal_sd
+        {{ hp_ordered_agg('avg', 'history.value') }} as seasonal_mean,
+        {{ hp_ordered_agg('stddev_pop', 'history.value') }} as seasonal_sd
     from data_values as v
     join data_values as history
         on history.series_id = v.series_id

@@ -15,7 +15,7 @@ split as (
         rule_id,
         side,
         expression,
-        unnest(string_to_array(expression, '+')) as raw_term
+        {{ hp_split_to_rows('expression', '+') }} as raw_term
     from sides
 
 ),

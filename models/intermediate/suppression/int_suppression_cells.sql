@@ -45,7 +45,7 @@ surveillance as (
         s.org_unit_id,
         s.period_id,
         'Weekly' as period_type,
-        cast(case m.measure when 'cases' then s.cases else s.deaths end as double precision) as cell_value,
+        cast(case m.measure when 'cases' then s.cases else s.deaths end as {{ hp_type_double() }}) as cell_value,
         true as is_sensitive
     from {{ ref('fct_surveillance_weekly') }} as s
     cross join (select 'cases' as measure union all select 'deaths') as m

@@ -27,7 +27,7 @@ visits as (
         muac_class,
         has_danger_signs,
         cast(null as boolean) as is_verified,
-        cast(null as double precision) as hours_to_verification
+        cast(null as {{ hp_type_double() }}) as hours_to_verification
     from {{ ref('stg_odk__household_visits') }}
 
 ),
@@ -41,7 +41,7 @@ followups as (
         org_unit_code,
         chw_id,
         followup_date as report_date,
-        cast(null as varchar) as household_key,
+        cast(null as {{ hp_type_text() }}) as household_key,
         referral_key,
         cast(null as boolean) as is_referred,
         is_completed,
@@ -49,10 +49,10 @@ followups as (
         cast(null as boolean) as has_improved_latrine,
         cast(null as integer) as children_eligible_for_muac,
         cast(null as integer) as children_screened_muac,
-        cast(null as varchar) as muac_class,
+        cast(null as {{ hp_type_text() }}) as muac_class,
         cast(null as boolean) as has_danger_signs,
         cast(null as boolean) as is_verified,
-        cast(null as double precision) as hours_to_verification
+        cast(null as {{ hp_type_double() }}) as hours_to_verification
     from {{ ref('stg_odk__referral_followups') }}
 
 ),
@@ -66,15 +66,15 @@ signals as (
         org_unit_code,
         chw_id,
         cast(reported_at as date) as report_date,
-        cast(null as varchar) as household_key,
-        cast(null as varchar) as referral_key,
+        cast(null as {{ hp_type_text() }}) as household_key,
+        cast(null as {{ hp_type_text() }}) as referral_key,
         cast(null as boolean) as is_referred,
         cast(null as boolean) as is_completed,
         cast(null as boolean) as has_safe_water,
         cast(null as boolean) as has_improved_latrine,
         cast(null as integer) as children_eligible_for_muac,
         cast(null as integer) as children_screened_muac,
-        cast(null as varchar) as muac_class,
+        cast(null as {{ hp_type_text() }}) as muac_class,
         cast(null as boolean) as has_danger_signs,
         is_verified,
         {{ hp_hours_between('reported_at', 'verified_at') }} as hours_to_verification
