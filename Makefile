@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check airflow-celery
+.PHONY: help install browser demo docs test test-fast reliability lint format typecheck lock bench clean airflow airflow-check airflow-celery spark-parity
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,6 +85,18 @@ docs: $(STAMP) ## build dbt docs (lineage) and Great Expectations Data Docs into
 
 test: $(STAMP) browser lint ## lint, type-check and run the whole test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+# The Spark engine's own venv (pyspark carries its JVM jars, about 625 MB): only for Spark.
+SPARK_VENV  := .venv-spark
+SPARK_STAMP := $(SPARK_VENV)/.healthpipe-installed
+$(SPARK_STAMP): $(STAMP) constraints.txt constraints-spark.txt
+	@test -x $(SPARK_VENV)/bin/python || $(PYTHON) -m venv $(SPARK_VENV)
+	$(UV) pip install --quiet --compile-bytecode --python $(SPARK_VENV)/bin/python \
+	  -c constraints.txt -c constraints-spark.txt dbt-core "dbt-spark[session]" pyspark
+	@touch $(SPARK_STAMP)
+
+spark-parity: $(STAMP) $(SPARK_STAMP) ## the dbt models on Spark (local mode, Java 17) against DuckDB, row for row
+	$(PY) -m pytest tests/spark $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the unit tests only
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -19,7 +19,7 @@
 {{ config(materialized='view', pre_hook="{{ hp_drop_indexes_of_old_table(this) }}") }}
 
 select
-    md5(concat_ws('|', family, cast(series_id as varchar), anchor_org_unit_id,
+    md5(concat_ws('|', family, cast(series_id as {{ hp_type_text() }}), anchor_org_unit_id,
                   anchor_period_id, anchor_period_type)) as group_id,
     family,
     series_id,

@@ -1,0 +1,75 @@
+"""`make spark-parity`: a small simulated country through the whole pipeline into DuckDB, its
+sources loaded into Spark (local mode, dbt-spark's session method), the same dbt models built
+there, and the marts compared with DuckDB's row for row.
+
+Outside `make test` (`norecursedirs` in pyproject.toml): it needs the Spark venv, which
+`make spark-parity` installs, and about ten minutes of a JVM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.spark import Comparison, SparkFolder, build, compare, export_sources, load_sources
+
+SMALL_CELL_THRESHOLD = 5  # the demo's healthpipe.yml default
+
+
+@pytest.fixture(scope="module")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--workdir", str(workdir),
+         "--districts", "2", "--weeks", "30"],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return workdir / "healthpipe.duckdb"
+
+
+@pytest.fixture(scope="module")
+def spark(demo_warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> SparkFolder:
+    folder = SparkFolder(tmp_path_factory.mktemp("spark"))
+    load_sources(folder, export_sources(demo_warehouse, folder))
+    build(folder, {"healthpipe_small_cell_threshold": SMALL_CELL_THRESHOLD})
+    return folder
+
+
+def _explain(result: Comparison) -> str:
+    rows = "\n".join(
+        str(dict(zip(result.columns, row, strict=False))) for row in result.differing[:10]
+    )
+    return (
+        f"{result.table}: {result.duckdb_rows} rows on DuckDB, {result.spark_rows} on Spark, "
+        f"{len(result.differing)} differing, e.g.\n{rows}"
+    )
+
+
+def test_indicator_values_are_identical(demo_warehouse: Path, spark: SparkFolder) -> None:
+    result = compare(demo_warehouse, spark, "marts", "indicator_values")
+    assert result.duckdb_rows > 1000
+    assert result.identical, _explain(result)
+
+
+@pytest.mark.parametrize(
+    ("schema", "table"),
+    [
+        ("marts", "dim_org_unit"),
+        ("marts", "dim_period"),
+        ("marts", "fct_data_values"),
+        ("marts", "fct_surveillance_weekly"),
+        ("intermediate", "int_suppression_masks"),
+        ("marts", "pub_indicator_values"),
+        ("marts", "pub_surveillance_weekly"),
+        ("marts", "pub_data_values"),
+    ],
+)
+def test_the_other_marts_are_identical(
+    demo_warehouse: Path, spark: SparkFolder, schema: str, table: str
+) -> None:
+    result = compare(demo_warehouse, spark, schema, table)
+    assert result.duckdb_rows > 0
+    assert result.identical, _explain(result)

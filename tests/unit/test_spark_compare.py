@@ -1,0 +1,62 @@
+"""The Spark parity check's comparison (pipelines/spark.compare) finds what differs: a changed
+value, a missing row, a duplicated row; and lets float noise from parallel sums through.
+Spark's side is stood in by parquet files where Spark would write its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.spark import SparkFolder, compare
+
+pytestmark = pytest.mark.unit
+
+ROWS = [("anc", "D1", "2025Q1", 7.5), ("anc", "D2", "2025Q1", 12.25), ("opd", "D1", "2025Q1", None)]
+
+
+def _warehouse(path: Path) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema marts")
+        con.execute(
+            "create table marts.indicator_values "
+            "(indicator_id varchar, org_unit_id varchar, period_id varchar, value double)"
+        )
+        con.executemany("insert into marts.indicator_values values (?, ?, ?, ?)", ROWS)
+
+
+def _spark_table(folder: SparkFolder, rows: list[tuple[object, ...]]) -> None:
+    target = folder.table_dir("marts", "indicator_values")
+    target.mkdir(parents=True)
+    with duckdb.connect() as con:
+        con.execute(
+            "create table t (indicator_id varchar, org_unit_id varchar, period_id varchar, "
+            "value double)"
+        )
+        if rows:
+            con.executemany("insert into t values (?, ?, ?, ?)", rows)
+        con.execute(f"copy t to '{target / 'part-00000.parquet'}' (format parquet)")
+
+
+@pytest.mark.parametrize(
+    ("spark_rows", "identical", "differing"),
+    [
+        (ROWS, True, 0),
+        ([(*ROWS[0][:3], 7.5 + 1e-12), *ROWS[1:]], True, 0),  # parallel-sum noise
+        ([(*ROWS[0][:3], 7.6), *ROWS[1:]], False, 1),  # a changed value
+        (ROWS[:2], False, 1),  # a missing row
+        ([*ROWS, ROWS[1]], False, 1),  # a duplicated row
+        ([(*ROWS[2][:3], 0.0), *ROWS[:2]], False, 1),  # NULL against a number
+    ],
+)
+def test_compare_finds_what_differs(
+    tmp_path: Path, spark_rows: list[tuple[object, ...]], identical: bool, differing: int
+) -> None:
+    _warehouse(tmp_path / "w.duckdb")
+    folder = SparkFolder(tmp_path / "spark")
+    _spark_table(folder, spark_rows)
+    result = compare(tmp_path / "w.duckdb", folder, "marts", "indicator_values")
+    assert result.identical is identical
+    assert len(result.differing) == differing
+    assert result.duckdb_rows == 3 and result.spark_rows == len(spark_rows)
