@@ -32,6 +32,7 @@ COVERED_BY: dict[str, str] = {
     "make airflow": "tests/airflow/standalone_check.py::main",
     "make airflow-check": "tests/airflow/standalone_check.py::main",
     "make airflow-celery": "tests/airflow/celery_check.py::main",
+    "make spark-parity": "tests/spark/test_spark_parity.py::test_indicator_values_are_identical",
     "make docs": "tests/e2e/test_cli.py::test_demo_runs_and_says_where_the_results_are",
     "make help": "tests/e2e/test_readme_commands.py::test_make_targets_exist_and_dry_run",
     "make format": "tests/e2e/test_readme_commands.py::test_make_targets_exist_and_dry_run",
