@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -223,8 +224,14 @@ def attempt(name: str, **args: Any) -> dict[str, Any]:
     try:
         return run_stage(name, **args)
     except RuntimeError as error:
-        print(f"  {name:<22} FAILED: {str(error)[-500:]}", flush=True)
-        return {"failed": str(error)[-4000:]}
+        print(f"  {name:<22} FAILED: {str(error)[-2000:]}", flush=True)
+        return {"failed": failure_reason(str(error))}
+
+
+def failure_reason(error: str) -> str:
+    """The error's last line, fit to commit: absolute paths (this machine's) become file names."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"\1", lines[-1] if lines else "no message")
 
 
 def warehouse_url(path: Path, memory_limit: str | None) -> str:

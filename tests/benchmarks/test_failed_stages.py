@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import report
-from benchmarks.run import attempt, failed_stages, medians, warehouse_url
+from benchmarks.run import attempt, failed_stages, failure_reason, medians, warehouse_url
 
 
 def _figures(seconds: float) -> dict[str, Any]:
@@ -17,6 +17,16 @@ def test_a_failing_stage_is_recorded_with_its_reason() -> None:
     outcome = attempt("no_such_stage")
     assert set(outcome) == {"failed"}
     assert "no_such_stage" in outcome["failed"]
+
+
+def test_the_reason_kept_is_the_last_line_without_this_machines_paths() -> None:
+    error = (
+        'Traceback (most recent call last):\n  File "/srv/x/benchmarks/stages.py", line 1\n'
+        "TransformError: failed in (models/marts/a.sql); full log: /srv/x/var/dbt/dbt.log\n"
+    )
+    assert (
+        failure_reason(error) == "TransformError: failed in (models/marts/a.sql); full log: dbt.log"
+    )
 
 
 def test_medians_leave_out_failed_runs_and_keep_the_reason() -> None:
