@@ -55,8 +55,10 @@ create table intermediate.int_period_rollups (
 
 def build(tmp_path: Path, units: list[tuple[str, str | None, int]],
           cases: dict[tuple[str, str], float],
-          rollups: list[tuple[str, str]] = ()) -> dict[tuple[str, str], tuple[float | None, bool]]:  # fmt: skip
-    """Build the masks for malaria cases per (org unit, week); deaths are all zero.
+          rollups: list[tuple[str, str]] = (),
+          extra: list[str] = ()) -> dict[tuple[str, str], tuple[float | None, bool]]:  # fmt: skip
+    """Build the masks for malaria cases per (org unit, week); deaths are all zero; `extra`
+    statements fill the other marts first.
     Returns (published cases, is_cases_suppressed) per (org unit, week)."""
     url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     with Warehouse.open(url) as warehouse:
@@ -80,6 +82,8 @@ def build(tmp_path: Path, units: list[tuple[str, str | None, int]],
                 "insert into intermediate.int_period_rollups values ($w, 'Weekly', $t, 'Monthly')",
                 {"w": week, "t": target},
             )
+        for statement in extra:
+            warehouse.execute(statement)
         env = warehouse.dbt_env()
     run_dbt(["build", "--select", *MODELS], dbt_env=env, state_dir=tmp_path / "state")
     with Warehouse.open(url) as warehouse:
@@ -107,6 +111,41 @@ def test_small_counts_and_their_complements_along_the_hierarchy(tmp_path: Path) 
     assert all(published[(u, "2025W5")][0] is None for u in masked)
     assert published[("F4", "2025W5")] == (0, False)
     assert published[("C", "2025W5")] == (34, False)
+
+
+def test_cells_are_numbered_in_byte_order_across_every_public_table(tmp_path: Path) -> None:
+    """cell_id breaks ties between equal candidates, so it must be the cell's rank in byte
+    order of (table, measure, keys, org unit, period) over all cells, though the model numbers
+    each series apart and adds the count of the cells before it. Mixed-case keys and org units
+    make byte order differ from a case-blind one; series of different lengths make a wrong
+    offset show."""
+    units = [("C", None, 1), ("D1", "C", 2), ("d2", "C", 2), ("F1", "D1", 3)]
+    cases = {(u, w): 5 for u, _, _ in units for w in ("2025W5", "2025W10", "2025W6")}
+    extra = [
+        "insert into marts.fct_data_values values "
+        "('dhis2', 'de_b', 'coc', '', 'D1', '202501', 'Monthly', 4), "
+        "('dhis2', 'de_b', 'coc', '', 'd2', '202501', 'Monthly', 4), "
+        "('dhis2', 'de_b', 'COC', '', 'D1', '202502', 'Monthly', 12), "
+        "('dhis2', 'DE_A', null, null, 'C', '202501', 'Monthly', 40), "
+        "('dhis2', 'DE_A', null, null, 'F1', '202501', 'Monthly', null), "
+        "('idsr', 'de_b', 'coc', 'aoc', 'F1', '2025W5', 'Weekly', 1)",
+        "insert into marts.indicator_values values "
+        "('ind_Z', 'C', '2025', 'Yearly', 30, 60), ('IND_y', 'd2', '2025', 'Yearly', 3, 9)",
+    ]
+    build(tmp_path, units, cases, extra=extra)
+    with Warehouse.open(f"duckdb:///{tmp_path / 'warehouse.duckdb'}") as warehouse:
+        cells = warehouse.fetchall(
+            "select cell_id, series_id, table_name, measure, key_1, key_2, key_3, key_4, "
+            "org_unit_id, period_id from intermediate.int_suppression_cells"
+        )
+    # surveillance: 4 units x 3 weeks x 2 measures; indicators 2 x 2; data values 5 (one NULL)
+    assert len(cells) == 24 + 4 + 5
+    in_byte_order = sorted(cells, key=lambda cell: [part.encode() for part in cell[2:]])
+    assert [cell[0] for cell in in_byte_order] == list(range(1, len(cells) + 1))
+    series = {cell[2:8] for cell in cells}
+    series_ids = {cell[2:8]: cell[1] for cell in cells}
+    assert sorted(series_ids.values()) == sorted(set(series_ids.values()))
+    assert len(set(series_ids.values())) == len(series)
 
 
 def test_masking_goes_round_org_units_and_periods_until_nothing_is_alone(

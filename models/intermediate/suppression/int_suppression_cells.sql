@@ -21,6 +21,7 @@
 ) }}
 
 {%- set threshold = hp_small_cell_threshold() %}
+{%- set series_keys = ['table_name', 'measure', 'key_1', 'key_2', 'key_3', 'key_4'] %}
 
 with people_indicators as (
 
@@ -99,23 +100,65 @@ cells as (
     union all
     select * from data_values
 
+),
+
+placed as (
+
+    select c.*, ou.parent_id
+    from cells as c
+    join {{ ref('dim_org_unit') }} as ou on ou.org_unit_id = c.org_unit_id
+    where c.cell_value is not null
+
+),
+
+{#- cell_id numbers every cell in bytewise key order. One window over all cells (tens of millions
+    at national scale) has no partition, so the engine must hold it whole: DuckDB ran out of
+    memory there. Instead the few thousand series are numbered here, each with the count of the
+    cells before it (its offset), and every cell is numbered within its series by a partitioned
+    window, which spills and runs in parallel. The numbers are the same as one global window's. -#}
+series as (
+
+    select
+        {%- for column in series_keys %}
+        {{ column }},
+        {%- endfor %}
+        count(*) as cell_count
+    from placed
+    group by {% for column in series_keys %}{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+
+),
+
+numbered_series as (
+
+    select
+        {%- for column in series_keys %}
+        {{ column }},
+        {%- endfor %}
+        dense_rank() over (
+            order by {% for column in series_keys %}{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+        ) as series_id,
+        dense_rank() over (order by table_name, measure, key_1, key_2) as combo_series_id,
+        -- sum() widens (DuckDB's hugeint, PostgreSQL's numeric): cell_id stays a bigint
+        cast(coalesce(sum(cell_count) over (
+            order by
+            {%- for column in series_keys %}
+                {{ hp_bytewise(column) }}{{ ',' if not loop.last }}
+            {%- endfor %}
+            rows between unbounded preceding and 1 preceding
+        ), 0) as bigint) as cell_offset
+    from series
+
 )
 
-{%- set series_keys = ['table_name', 'measure', 'key_1', 'key_2', 'key_3', 'key_4'] %}
-
+-- the keys are never NULL (not_null tests on the facts' columns; key_3 and key_4 are
+-- coalesced above), so a plain equality join finds every cell's series
 select
-    row_number() over (
-        order by
-        {%- for column in series_keys + ['org_unit_id', 'period_id'] %}
-            {{ hp_bytewise('c.' ~ column) }}{{ ',' if not loop.last }}
-        {%- endfor %}
+    s.cell_offset + row_number() over (
+        partition by {% for column in series_keys %}c.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+        order by {{ hp_bytewise('c.org_unit_id') }}, {{ hp_bytewise('c.period_id') }}
     ) as cell_id,
-    dense_rank() over (
-        order by {% for column in series_keys %}c.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
-    ) as series_id,
-    dense_rank() over (
-        order by c.table_name, c.measure, c.key_1, c.key_2
-    ) as combo_series_id,
+    s.series_id,
+    s.combo_series_id,
     c.table_name,
     c.measure,
     c.key_1,
@@ -123,11 +166,14 @@ select
     c.key_3,
     c.key_4,
     c.org_unit_id,
-    ou.parent_id,
+    c.parent_id,
     c.period_id,
     c.period_type,
     c.cell_value,
     c.is_sensitive and c.cell_value > 0 and c.cell_value < {{ threshold }} as is_primary
-from cells as c
-join {{ ref('dim_org_unit') }} as ou on ou.org_unit_id = c.org_unit_id
-where c.cell_value is not null
+from placed as c
+join numbered_series as s
+    on
+    {%- for column in series_keys %}
+        {{ 'and ' if not loop.first }}s.{{ column }} = c.{{ column }}
+    {%- endfor %}
