@@ -138,6 +138,7 @@ def land_records(
             f"as _rank from {_INCOMING}) ranked where _rank = 1"
         )
         distinct = warehouse.row_count(_BATCH)
+        _add_year_partitions(warehouse, table)
         inserted, updated = warehouse.fetchall(
             "select count(*) filter (where r.source_name is null), "
             "count(*) filter (where r.source_name is not null "
@@ -179,6 +180,26 @@ def land_records(
         quarantined=len(keyless),
         new_fields=new_fields,
     )
+
+
+def _add_year_partitions(warehouse: Warehouse, table: RawTable) -> None:
+    """On a table partitioned by period year (PostgreSQL), a partition for every year of the
+    batch that has none yet, before its rows arrive: a year's rows left in the default
+    partition would forbid that year's partition later. Creations are serialised (two
+    batches of a new year may land at once); ids not starting with a year go to default."""
+    if not table.partitioned_on(warehouse.kind) or not warehouse.is_partitioned("raw", table.name):
+        return
+    years = warehouse.fetchall(
+        f"select distinct cast(substr({table.period_column}, 1, 4) as integer) from {_BATCH} "
+        f"where {table.period_column} ~ '^[0-9]{{4}}' order by 1"
+    )
+    if not years:
+        return
+    warehouse.execute(
+        "select pg_advisory_xact_lock(hashtext($name))", {"name": f"partitions {table.name}"}
+    )
+    for (year,) in years:
+        warehouse.execute(table.year_partition_ddl(year))
 
 
 def _missing_key(table: RawTable, source_name: str, record: Record) -> QuarantinedRecord:

@@ -40,6 +40,7 @@ from pipelines.indicators import (
 )
 from pipelines.land import land_records
 from pipelines.paths import INDICATORS_DIR
+from pipelines.period_facts import drop_outdated_period_facts
 from pipelines.privacy import Pseudonymiser
 from pipelines.schema_changes import warn_new_fields
 from pipelines.sources import adapter_for, raw_table
@@ -524,6 +525,7 @@ def transform(
         if exclude:
             step.message = "exclude " + " ".join(exclude)
         dbt_env = warehouse.dbt_env()
+        drop_outdated_period_facts(warehouse)
     finally:
         warehouse.close()
     status = "failed"

@@ -39,6 +39,11 @@ class RawTable:
     documented_extras: frozenset[str] = frozenset()
     """Fields of the source's documented schema that healthpipe deliberately does not map:
     kept in ``extras`` like any other, but not reported as schema drift."""
+    period_column: str | None = None
+    """The column holding a DHIS2 period id, for the large tables kept by period year: on
+    PostgreSQL such a table is partitioned by range of that column, one partition per year
+    (DHIS2 period ids start with their year: ``2025W5``, ``202503``, ``2025April``) and a
+    default one for ids that do not."""
 
     @property
     def name(self) -> str:
@@ -56,11 +61,32 @@ class RawTable:
     def full_key(self) -> tuple[str, ...]:
         return ("source_name", *self.key)
 
-    def ddl(self) -> str:
+    def ddl(self, kind: str = "duckdb") -> str:
+        """The table's ``create table``; partitioned by period year on PostgreSQL (the
+        primary key holds the period column, as PostgreSQL requires of a partition key)."""
         columns = [*self.columns, *RAW_META_COLUMNS]
         lines = [f"    {name} {sql_type}" for name, sql_type in columns]
         lines.append(f"    primary key ({', '.join(self.full_key)})")
-        return f"create table if not exists {self.qualified_name} (\n" + ",\n".join(lines) + "\n)"
+        body = f"create table if not exists {self.qualified_name} (\n" + ",\n".join(lines) + "\n)"
+        if self.partitioned_on(kind):
+            body += f" partition by range ({self.period_column})"
+        return body
+
+    def partitioned_on(self, kind: str) -> bool:
+        return kind == "postgres" and self.period_column is not None
+
+    def default_partition_ddl(self) -> str:
+        return (
+            f"create table if not exists raw.{self.name}_default "
+            f"partition of {self.qualified_name} default"
+        )
+
+    def year_partition_ddl(self, year: int) -> str:
+        # every id of a year sorts from the bare year ('2025') to before the next ('2026')
+        return (
+            f"create table if not exists raw.{self.name}_y{year} partition of "
+            f"{self.qualified_name} for values from ('{year}') to ('{year + 1}')"
+        )
 
 
 def text_columns(*names: str) -> tuple[tuple[str, str], ...]:

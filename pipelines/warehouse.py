@@ -169,7 +169,10 @@ class Warehouse(ABC):
             for ddl in AUDIT_DDL + DEFINITION_DDL + ALERT_DDL:
                 self.execute(ddl)
             for table in all_raw_tables():
-                self.execute(table.ddl())
+                self.execute(table.ddl(self.kind))
+                # a table landed by a healthpipe from before partitioning stays as it was
+                if table.partitioned_on(self.kind) and self.is_partitioned("raw", table.name):
+                    self.execute(table.default_partition_ddl())
 
     @abstractmethod
     def _lock_structure(self) -> None:
@@ -179,6 +182,18 @@ class Warehouse(ABC):
         count = self.fetch_scalar(
             "select count(*) from information_schema.tables "
             "where table_schema = $schema and table_name = $table",
+            {"schema": schema, "table": table},
+        )
+        return bool(count)
+
+    def is_partitioned(self, schema: str, table: str) -> bool:
+        """A PostgreSQL partitioned table (never on DuckDB, which has none)."""
+        if self.kind != "postgres":
+            return False
+        count = self.fetch_scalar(
+            "select count(*) from pg_partitioned_table p join pg_class c on c.oid = p.partrelid "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = $schema and c.relname = $table",
             {"schema": schema, "table": table},
         )
         return bool(count)

@@ -146,6 +146,7 @@ _TABLES: tuple[RawTable, ...] = (
             "category_option_combo",
             "attribute_option_combo",
         ),
+        period_column="period",
     ),
 )
 # DHIS2 exports carry many documented fields healthpipe does not map: kept, not reported.

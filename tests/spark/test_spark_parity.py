@@ -7,6 +7,7 @@ Outside `make test` (`norecursedirs` in pyproject.toml): it needs the Spark venv
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.spark import Comparison, SparkFolder, build, compare, export_sources, load_sources
+from pipelines.transform import run_dbt
+from pipelines.warehouse import Warehouse
 
 SMALL_CELL_THRESHOLD = 5  # the demo's healthpipe.yml default
 
@@ -72,4 +75,50 @@ def test_the_other_marts_are_identical(
 ) -> None:
     result = compare(demo_warehouse, spark, schema, table)
     assert result.duckdb_rows > 0
+    assert result.identical, _explain(result)
+
+
+# Last in the module: it changes the Spark warehouse the tests above compare.
+def test_fct_data_values_rewrites_only_the_changed_year_on_spark(
+    demo_warehouse: Path, spark: SparkFolder, tmp_path: Path
+) -> None:
+    """fct_data_values is a parquet table partitioned by period_year. One raw value changes;
+    the incremental build overwrites that year's partition only (its files are new, the
+    others' untouched), and the table equals DuckDB's own incremental build of the change."""
+    import duckdb
+
+    table_dir = spark.table_dir("marts", "fct_data_values")
+
+    def partition_files() -> dict[str, list[str]]:
+        return {
+            partition.name: sorted(file.name for file in partition.glob("*.parquet"))
+            for partition in table_dir.glob("period_year=*")
+        }
+
+    before = partition_files()
+    assert len(before) >= 2, before
+    changed = tmp_path / "changed.duckdb"
+    shutil.copy(demo_warehouse, changed)
+    with duckdb.connect(str(changed)) as con:
+        element, period, unit = con.execute(
+            "select data_element, period, org_unit from raw.dhis2__data_values "
+            "where validation_status = 'valid' and try_cast(value as integer) is not null "
+            "order by period desc, data_element, org_unit limit 1"
+        ).fetchall()[0]
+        con.execute(
+            "update raw.dhis2__data_values set value = cast(cast(value as integer) + 1000 as varchar) "
+            "where data_element = ? and period = ? and org_unit = ?",
+            [element, period, unit],
+        )
+    with Warehouse.open(f"duckdb:///{changed}") as warehouse:
+        env = warehouse.dbt_env()
+    run_dbt(["run", "--select", "fct_data_values"], dbt_env=env, state_dir=tmp_path / "duck")
+
+    load_sources(spark, export_sources(changed, spark))
+    build(spark, {"healthpipe_small_cell_threshold": SMALL_CELL_THRESHOLD},
+          ["--select", "fct_data_values"])  # fmt: skip
+    after = partition_files()
+    assert set(after) == set(before)
+    assert {name for name in before if after[name] != before[name]} == {f"period_year={period[:4]}"}
+    result = compare(changed, spark, "marts", "fct_data_values")
     assert result.identical, _explain(result)
