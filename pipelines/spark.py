@@ -164,7 +164,13 @@ def compare(
                 f"from {relation} group by all"
             )
 
-        spark_relation = f"read_parquet('{files}/*.parquet')"
+        # a partitioned table keeps its files in one folder per value (period_year=2025/)
+        partitioned = any(p.is_dir() and "=" in p.name for p in files.iterdir())
+        spark_relation = (
+            f"read_parquet('{files}/*/*.parquet', hive_partitioning = true)"
+            if partitioned
+            else f"read_parquet('{files}/*.parquet')"
+        )
         joined = " and ".join(f'd."{k}" is not distinct from s."{k}"' for k in keys)
         close = " and ".join(
             # a NULL against a number is a difference (abs() of it would be NULL, not false)

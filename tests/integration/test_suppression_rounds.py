@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from pipelines.errors import TransformError
 from pipelines.transform import run_dbt
 from pipelines.warehouse import Warehouse
 
@@ -111,6 +114,30 @@ def test_small_counts_and_their_complements_along_the_hierarchy(tmp_path: Path) 
     assert all(published[(u, "2025W5")][0] is None for u in masked)
     assert published[("F4", "2025W5")] == (0, False)
     assert published[("C", "2025W5")] == (34, False)
+
+
+def test_the_data_test_catches_a_mask_left_alone(tmp_path: Path) -> None:
+    """assert_suppressed_cells_are_not_recoverable fails when a group has one masked cell:
+    with F5's mask taken away, D2 (masked) = F4 (0) + F5 (12) gives D2 back."""
+    units = [("C", None, 1), ("D1", "C", 2), ("D2", "C", 2), ("F4", "D2", 3), ("F5", "D2", 3),
+             ("F1", "D1", 3), ("F2", "D1", 3)]  # fmt: skip
+    counts = {"C": 15, "D1": 3, "D2": 12, "F4": 0, "F5": 12, "F1": 3, "F2": 0}
+    published = build(tmp_path, units, {(u, "2025W5"): c for u, c in counts.items()})
+    assert published[("F5", "2025W5")] == (None, True)
+    url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    with Warehouse.open(url) as warehouse:
+        warehouse.execute(
+            "delete from intermediate.int_suppression_masked_cells where cell_id = ("
+            "select cell_id from intermediate.int_suppression_cells "
+            "where org_unit_id = 'F5' and measure = 'cases')"
+        )
+        env = warehouse.dbt_env()
+    with pytest.raises(TransformError, match="assert_suppressed_cells_are_not_recoverable"):
+        run_dbt(
+            ["test", "--select", "assert_suppressed_cells_are_not_recoverable"],
+            dbt_env=env,
+            state_dir=tmp_path / "state",
+        )
 
 
 def test_cells_are_numbered_in_byte_order_across_every_public_table(tmp_path: Path) -> None:

@@ -60,3 +60,26 @@ def test_compare_finds_what_differs(
     assert result.identical is identical
     assert len(result.differing) == differing
     assert result.duckdb_rows == 3 and result.spark_rows == len(spark_rows)
+
+
+@pytest.mark.parametrize(("spark_rows", "identical"), [(ROWS, True), (ROWS[:2], False)])
+def test_compare_reads_a_table_partitioned_in_folders(
+    tmp_path: Path, spark_rows: list[tuple[object, ...]], identical: bool
+) -> None:
+    """Spark writes a partitioned table (fct_data_values by period_year) as one folder per
+    value, the value in the folder's name and not in the files."""
+    _warehouse(tmp_path / "w.duckdb")
+    folder = SparkFolder(tmp_path / "spark")
+    target = folder.table_dir("marts", "indicator_values")
+    target.mkdir(parents=True)
+    with duckdb.connect() as con:
+        con.execute(
+            "create table t (indicator_id varchar, org_unit_id varchar, period_id varchar, "
+            "value double)"
+        )
+        con.executemany("insert into t values (?, ?, ?, ?)", spark_rows)
+        con.execute(f"copy t to '{target}' (format parquet, partition_by (indicator_id))")
+    assert sorted(p.name for p in target.iterdir())[0].startswith("indicator_id=")
+    result = compare(tmp_path / "w.duckdb", folder, "marts", "indicator_values")
+    assert result.identical is identical
+    assert result.spark_rows == len(spark_rows)
