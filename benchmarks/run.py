@@ -277,8 +277,15 @@ def one_run(
 
 
 def once_per_scale(
-    scale: Scale, folder: Path, base: str, workdir: Path, farrington: int | None = None
+    scale: Scale,
+    folder: Path,
+    base: str,
+    workdir: Path,
+    farrington: int | None = None,
+    spark: bool = False,
 ) -> dict[str, Any]:
+    """The stages run once per scale; ``spark``: the dbt build on Spark local mode too, on the
+    last run's landed warehouse (needs the Spark venv: ``make spark-parity`` installs it)."""
     common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
     stages: dict[str, dict[str, Any]] = {}
     if "fhir" in scale.sources:
@@ -305,6 +312,12 @@ def once_per_scale(
             stages["postgres_full_refresh"] = landed
     series = farrington or farrington_series(scale)
     stages["alerts_farrington"] = attempt("alerts_farrington", series=series)
+    if spark:
+        stages["transform_spark"] = attempt(
+            "transform_spark",
+            duckdb_path=str(workdir / "warehouse.duckdb"),
+            spark_dir=str(workdir / "spark"),
+        )
     return stages
 
 
@@ -385,6 +398,11 @@ def main() -> None:
         "--farrington-series", type=int, help="series for the Farrington stage (default by scale)"
     )
     parser.add_argument(
+        "--spark",
+        action="store_true",
+        help="also build the dbt models on Spark local mode (the Spark venv of make spark-parity)",
+    )
+    parser.add_argument(
         "--record-stopped",
         metavar="WHY",
         help="run nothing: record what a stopped one-run harness measured (its progress file "
@@ -412,7 +430,7 @@ def main() -> None:
             runs.append(one_run(scale, folder, base, workdir, args.memory_limit, progress))
         print(f"scale {scale.name}, once per scale", flush=True)
         once = once_per_scale(
-            scale, folder, base, cache / f"{scale.name}-run", args.farrington_series
+            scale, folder, base, cache / f"{scale.name}-run", args.farrington_series, args.spark
         )
     record(args, scale, runs, once, round(time.perf_counter() - started, 1))
 
@@ -433,7 +451,10 @@ def record(
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "harness_seconds": harness_seconds,
         "machine": machine(),
-        "settings": {"memory_limit": args.memory_limit},
+        "settings": {
+            "memory_limit": args.memory_limit,
+            "spark": bool(getattr(args, "spark", False)),
+        },
         "medians": medians(runs),
         "once": once,
         "all_runs": runs,

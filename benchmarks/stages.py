@@ -1,6 +1,6 @@
 """One benchmark stage per process: ``python -m benchmarks.stages NAME ARGS_JSON``.
 
-Each stage runs in a fresh interpreter so that its peak memory (``ru_maxrss``, the process's
+Each stage runs in a fresh interpreter so that its peak memory (``VmHWM``, the process's
 own accounting) is its own and not the high-water mark of an earlier stage. It prints one
 JSON object: ``seconds`` (wall time of the measured work, imports excluded), ``rows``,
 ``peak_rss_mib`` and stage-specific figures.
@@ -18,6 +18,8 @@ Stages:
   peer_pandas      requests + json + pandas, loaded into DuckDB with an upsert
   peer_dlt         dlt loading the same data values into DuckDB (merge on the natural key)
   transform        ``dbt build`` alone on an already-landed warehouse (DuckDB or PostgreSQL)
+  transform_spark  the same dbt project on Spark local mode (``pipelines.spark``): a run's
+                   landed tables exported and loaded, then ``dbt build`` timed
 """
 
 from __future__ import annotations
@@ -336,6 +338,31 @@ def transform(args: dict[str, Any]) -> dict[str, Any]:
     with Warehouse.open(config.warehouse) as warehouse:
         rows = warehouse.row_count("marts.indicator_values")
     return {"seconds": seconds, "rows": rows, "dbt_nodes": outcome.succeeded}
+
+
+@stage
+def transform_spark(args: dict[str, Any]) -> dict[str, Any]:
+    """``dbt build`` on Spark local mode (dbt-spark's session method, the Spark venv) from the
+    tables a DuckDB run landed. Loading them into Spark (parquet export, metastore) is timed
+    apart. Spark's memory is the JVM's, a grandchild of this process: ``peak_rss_mib`` is this
+    process's own, and the JVM is capped by HEALTHPIPE_SPARK_DRIVER_MEMORY (profiles.yml)."""
+    import shutil
+
+    import duckdb
+
+    from pipelines.spark import SparkFolder, build, export_sources, load_sources
+
+    folder = SparkFolder(Path(args["spark_dir"]))
+    shutil.rmtree(folder.root, ignore_errors=True)  # dbt-spark cannot replace a failed table
+    started = time.perf_counter()
+    load_sources(folder, export_sources(Path(args["duckdb_path"]), folder))
+    loaded = time.perf_counter()
+    build(folder, {"healthpipe_small_cell_threshold": args.get("small_cell_threshold", 5)})
+    seconds = time.perf_counter() - loaded
+    table = folder.table_dir("marts", "indicator_values")
+    with duckdb.connect() as con:
+        rows = con.execute(f"select count(*) from read_parquet('{table}/*.parquet')").fetchall()
+    return {"seconds": seconds, "rows": int(rows[0][0]), "load_seconds": loaded - started}
 
 
 @stage

@@ -111,3 +111,19 @@ def test_a_stopped_run_is_recorded_from_its_progress_file(tmp_path: Any, monkeyp
     goals = "\n".join(report.goals_section({"L": result}))
     assert "60.0 s **yes**" in goals and "not measured" in goals
     assert "**Stopped** before its end: machine needed" in "\n".join(report.scale_section(result))
+
+
+def test_the_spark_stage_runs_only_when_asked(tmp_path: Any, monkeypatch: Any) -> None:
+    from benchmarks import run
+
+    called: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(run, "attempt", lambda name, **args: called.append((name, args)) or {})
+    monkeypatch.setattr(run, "postgres_url", lambda: None)
+    run.once_per_scale(run.SCALES["S"], tmp_path, "http://sandbox", tmp_path / "S-run")
+    assert "transform_spark" not in [name for name, _ in called]
+    once = run.once_per_scale(
+        run.SCALES["S"], tmp_path, "http://sandbox", tmp_path / "S-run", spark=True
+    )
+    assert "transform_spark" in once
+    args = dict(called)["transform_spark"]
+    assert args["duckdb_path"] == str(tmp_path / "S-run" / "warehouse.duckdb")

@@ -122,3 +122,21 @@ def test_fct_data_values_rewrites_only_the_changed_year_on_spark(
     assert {name for name in before if after[name] != before[name]} == {f"period_year={period[:4]}"}
     result = compare(changed, spark, "marts", "fct_data_values")
     assert result.identical, _explain(result)
+
+
+def test_the_benchmark_harness_times_the_build_on_spark(
+    demo_warehouse: Path, tmp_path: Path
+) -> None:
+    """`python -m benchmarks.run --spark`: the transform_spark stage loads a landed DuckDB
+    warehouse into Spark, builds there and reports the time and indicator_values' rows."""
+    import duckdb
+
+    from benchmarks.run import run_stage
+
+    result = run_stage(
+        "transform_spark", duckdb_path=str(demo_warehouse), spark_dir=str(tmp_path / "spark")
+    )
+    with duckdb.connect(str(demo_warehouse), read_only=True) as con:
+        expected = con.execute("select count(*) from marts.indicator_values").fetchall()[0][0]
+    assert result["rows"] == expected
+    assert result["seconds"] > 0 and result["load_seconds"] > 0
