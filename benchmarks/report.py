@@ -124,7 +124,9 @@ def memory(result: dict[str, Any]) -> tuple[float, str, bool | None]:
     for name in ours:  # a failed stage's peak is unknown: the goal cannot be judged
         if "failed" in result["medians"].get(name, {}):
             raise StageFailed(name)
-    measured = [name for name in ours if "peak_rss_mib" in result["medians"].get(name, {})]
+    measured = [
+        name for name in ours if result["medians"].get(name, {}).get("peak_rss_mib") is not None
+    ]
     peak = max(_stage(result, name)["peak_rss_mib"] for name in measured)
     return peak, f"{peak / GIB:.2f} GiB", peak < 2 * GIB
 
@@ -236,7 +238,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"| {label} | {stage['seconds']:,.2f} | {stage['rows']:,.0f} | "
-            f"{stage['rows_per_s']:,.0f} | {stage['peak_rss_mib']:,.0f} MiB |"
+            f"{stage['rows_per_s']:,.0f} | {_peak(stage)} |"
         )
     full = result["medians"].get("full_refresh", {})
     if "failed" in full:
@@ -262,7 +264,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             rate = stage["rows"] / stage["seconds"] if stage["seconds"] else 0
             lines.append(
                 f"| {name} | {stage['seconds']:,.2f} | {stage['rows']:,} | {rate:,.0f} | "
-                f"{stage['peak_rss_mib']:,.0f} MiB |"
+                f"{_peak(stage)} |"
             )
         lines.append("")
     return lines
@@ -298,6 +300,12 @@ def simulator_section() -> list[str]:
             f"| {run['recorded_at']} |"
         )
     return [*lines, ""]
+
+
+def _peak(stage: dict[str, Any]) -> str:
+    """A stage's peak memory; None where the run recorded a figure known to be wrong."""
+    peak = stage.get("peak_rss_mib")
+    return "not known" if peak is None else f"{peak:,.0f} MiB"
 
 
 def write_results_table(notes: str = "") -> None:

@@ -127,3 +127,28 @@ def test_the_spark_stage_runs_only_when_asked(tmp_path: Any, monkeypatch: Any) -
     assert "transform_spark" in once
     args = dict(called)["transform_spark"]
     assert args["duckdb_path"] == str(tmp_path / "S-run" / "warehouse.duckdb")
+
+
+def test_a_peak_known_to_be_wrong_is_shown_as_not_known() -> None:
+    """A run whose peaks were recorded wrongly (null in its JSON) says so, and the memory goal
+    is judged on the stages that have one."""
+    result: dict[str, Any] = {
+        "scale": "M",
+        "runs": 1,
+        "recorded_at": "2026-11-28T00:00:00Z",
+        "harness_seconds": 60.0,
+        "machine": {"cores": 2, "memory_gib": 23.5, "python": "3.11.7"},
+        "settings": {},
+        "medians": {
+            "extract_csv": {**_figures(2.0), "rows_per_s": 50.0, "peak_rss_mib": None},
+            "full_refresh": {**_figures(3.0), "rows_per_s": 10.0, "peak_rss_mib": 512.0},
+        },
+        "once": {},
+        "all_runs": [],
+    }
+    section = "\n".join(report.scale_section(result))
+    assert "| 50 | not known |" in section
+    peak = next(
+        line for line in report.goals_section({"M": result}) if line.startswith("| peak memory")
+    )
+    assert "0.50 GiB" in peak
