@@ -32,50 +32,100 @@ with data_values as (
 
 ),
 
-in_target_periods as (
+series as (
+
+    -- the data element x combo series (thousands), the org units and the target periods are
+    -- numbered in small tables, so that the two large aggregations below group on three
+    -- integers rather than seven text columns (at 10 million values they spilled for minutes)
+    select
+        data_element_id,
+        category_option_combo_id,
+        attribute_option_combo_id,
+        aggregation_type,
+        row_number() over (
+            order by data_element_id, category_option_combo_id, attribute_option_combo_id
+        ) as series_key
+    from (
+        select distinct
+            data_element_id, category_option_combo_id, attribute_option_combo_id, aggregation_type
+        from data_values
+    ) as distinct_series
+
+),
+
+units as (
+
+    select org_unit_id, row_number() over (order by org_unit_id) as unit_key
+    from (
+        select org_unit_id from {{ ref('int_org_unit_ancestors') }}
+        union
+        select ancestor_id from {{ ref('int_org_unit_ancestors') }}
+    ) as every_unit
+
+),
+
+ancestors as (
+
+    select u.unit_key, ancestor.unit_key as ancestor_key, a.ancestor_level
+    from {{ ref('int_org_unit_ancestors') }} as a
+    join units as u on u.org_unit_id = a.org_unit_id
+    join units as ancestor on ancestor.org_unit_id = a.ancestor_id
+
+),
+
+target_periods as (
 
     select
-        v.*,
-        r.target_period_id,
-        r.target_period_type
-    from data_values as v
-    join {{ ref('int_period_rollups') }} as r on r.period_id = v.period_id
+        target_period_id,
+        target_period_type,
+        row_number() over (order by target_period_id, target_period_type) as target_key
+    from (
+        select distinct target_period_id, target_period_type from {{ ref('int_period_rollups') }}
+    ) as distinct_targets
+
+),
+
+rollups as (
+
+    select r.period_id, t.target_key
+    from {{ ref('int_period_rollups') }} as r
+    join target_periods as t
+        on t.target_period_id = r.target_period_id and t.target_period_type = r.target_period_type
 
 ),
 
 over_time as (
 
     select
-        data_element_id,
-        category_option_combo_id,
-        attribute_option_combo_id,
-        org_unit_id,
-        target_period_id as period_id,
-        target_period_type as period_type,
-        aggregation_type,
-        sum(value) as sum_value,
+        s.series_key,
+        u.unit_key,
+        r.target_key,
+        sum(v.value) as sum_value,
         count(*) as value_count,
-        min(value) as min_value,
-        max(value) as max_value,
+        min(v.value) as min_value,
+        max(v.value) as max_value,
         -- the value of the latest period: an aggregate, not a window over every value and
         -- target period (at 10 million values that window sorted and spilled for minutes)
-        {{ hp_value_of_latest('value', 'period_start_date') }} as last_value
-    from in_target_periods
-    group by 1, 2, 3, 4, 5, 6, 7
+        {{ hp_value_of_latest('v.value', 'v.period_start_date') }} as last_value
+    from data_values as v
+    join series as s
+        on s.data_element_id = v.data_element_id
+        and s.category_option_combo_id = v.category_option_combo_id
+        and s.attribute_option_combo_id = v.attribute_option_combo_id
+        and s.aggregation_type = v.aggregation_type
+    join units as u on u.org_unit_id = v.org_unit_id
+    join rollups as r on r.period_id = v.period_id
+    group by 1, 2, 3
 
 ),
 
 over_org_units as (
 
     select
-        t.data_element_id,
-        t.category_option_combo_id,
-        t.attribute_option_combo_id,
-        a.ancestor_id as org_unit_id,
-        a.ancestor_level as org_unit_level,
-        t.period_id,
-        t.period_type,
-        t.aggregation_type,
+        t.series_key,
+        a.ancestor_key,
+        a.ancestor_level,
+        t.target_key,
         sum(t.sum_value) as sum_value,
         sum(t.value_count) as value_count,
         min(t.min_value) as min_value,
@@ -84,30 +134,33 @@ over_org_units as (
         sum(t.last_value) as sum_of_last,
         sum(t.last_value) / count(t.last_value) as mean_of_last
     from over_time as t
-    join {{ ref('int_org_unit_ancestors') }} as a on a.org_unit_id = t.org_unit_id
-    group by 1, 2, 3, 4, 5, 6, 7, 8
+    join ancestors as a on a.unit_key = t.unit_key
+    group by 1, 2, 3, 4
 
 )
 
 select
-    data_element_id,
-    category_option_combo_id,
-    attribute_option_combo_id,
-    org_unit_id,
-    org_unit_level,
-    period_id,
-    period_type,
-    aggregation_type,
-    value_count,
-    cast(case aggregation_type
-        when 'AVERAGE' then sum_value / value_count
-        when 'AVERAGE_SUM_ORG_UNIT' then sum_of_means
-        when 'LAST' then sum_of_last
-        when 'LAST_IN_PERIOD' then sum_of_last
-        when 'LAST_AVERAGE_ORG_UNIT' then mean_of_last
-        when 'MIN' then min_value
-        when 'MAX' then max_value
-        when 'COUNT' then value_count
-        else sum_value
+    s.data_element_id,
+    s.category_option_combo_id,
+    s.attribute_option_combo_id,
+    u.org_unit_id,
+    o.ancestor_level as org_unit_level,
+    p.target_period_id as period_id,
+    p.target_period_type as period_type,
+    s.aggregation_type,
+    o.value_count,
+    cast(case s.aggregation_type
+        when 'AVERAGE' then o.sum_value / o.value_count
+        when 'AVERAGE_SUM_ORG_UNIT' then o.sum_of_means
+        when 'LAST' then o.sum_of_last
+        when 'LAST_IN_PERIOD' then o.sum_of_last
+        when 'LAST_AVERAGE_ORG_UNIT' then o.mean_of_last
+        when 'MIN' then o.min_value
+        when 'MAX' then o.max_value
+        when 'COUNT' then o.value_count
+        else o.sum_value
     end as {{ hp_type_double() }}) as value
-from over_org_units
+from over_org_units as o
+join series as s on s.series_key = o.series_key
+join units as u on u.unit_key = o.ancestor_key
+join target_periods as p on p.target_key = o.target_key
