@@ -42,22 +42,34 @@ def test_medians_leave_out_failed_runs_and_keep_the_reason() -> None:
     assert every_run_failed == {"peer_dlt": {"failed": "MemoryError"}}
 
 
-def test_the_report_says_which_stage_failed_and_keeps_the_rest() -> None:
-    result: dict[str, Any] = {
-        "scale": "L",
+def _result(
+    scale: str, medians: dict[str, Any], once: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """A result file as the harness writes it, one run on the benchmark machine."""
+    return {
+        "scale": scale,
         "runs": 1,
         "recorded_at": "2026-11-28T00:00:00Z",
         "harness_seconds": 60.0,
         "machine": {"cores": 2, "memory_gib": 23.5, "python": "3.11.7"},
-        "settings": {"memory_limit": "8GB"},
-        "medians": {
+        "settings": settings,
+        "medians": medians,
+        "once": once,
+        "all_runs": [],
+    }
+
+
+def test_the_report_says_which_stage_failed_and_keeps_the_rest() -> None:
+    result = _result(
+        "L",
+        {
             "extract_csv": {**_figures(2.0), "rows_per_s": 50.0},
             "limit_read_csv": {**_figures(1.0), "rows_per_s": 100.0},
             "full_refresh": {"failed": "Traceback ...\nduckdb.OutOfMemoryException: | 8GB"},
         },
-        "once": {"alerts_farrington": {"failed": "killed"}},
-        "all_runs": [],
-    }
+        once={"alerts_farrington": {"failed": "killed"}},
+        settings={"memory_limit": "8GB"},
+    )
     goals = "\n".join(report.goals_section({"L": result}))
     assert "50/s; DuckDB read_csv 100/s (0.50x) **no**" in goals
     whole = next(line for line in goals.splitlines() if line.startswith("| whole pipeline"))
@@ -132,20 +144,15 @@ def test_the_spark_stage_runs_only_when_asked(tmp_path: Any, monkeypatch: Any) -
 def test_a_peak_known_to_be_wrong_is_shown_as_not_known() -> None:
     """A run whose peaks were recorded wrongly (null in its JSON) says so, and the memory goal
     is judged on the stages that have one."""
-    result: dict[str, Any] = {
-        "scale": "M",
-        "runs": 1,
-        "recorded_at": "2026-11-28T00:00:00Z",
-        "harness_seconds": 60.0,
-        "machine": {"cores": 2, "memory_gib": 23.5, "python": "3.11.7"},
-        "settings": {},
-        "medians": {
+    result = _result(
+        "M",
+        {
             "extract_csv": {**_figures(2.0), "rows_per_s": 50.0, "peak_rss_mib": None},
             "full_refresh": {**_figures(3.0), "rows_per_s": 10.0, "peak_rss_mib": 512.0},
         },
-        "once": {},
-        "all_runs": [],
-    }
+        once={},
+        settings={},
+    )
     section = "\n".join(report.scale_section(result))
     assert "| 50 | not known |" in section
     peak = next(

@@ -26,7 +26,11 @@ def _warehouse(path: Path) -> None:
         con.executemany("insert into marts.indicator_values values (?, ?, ?, ?)", ROWS)
 
 
-def _spark_table(folder: SparkFolder, rows: list[tuple[object, ...]]) -> None:
+def _spark_table(
+    folder: SparkFolder, rows: list[tuple[object, ...]], partition_by: str | None = None
+) -> Path:
+    """The rows as Spark would write the table: one parquet file, or with ``partition_by``
+    one folder per value of that column (the value in the folder's name, not in the files)."""
     target = folder.table_dir("marts", "indicator_values")
     target.mkdir(parents=True)
     with duckdb.connect() as con:
@@ -36,7 +40,11 @@ def _spark_table(folder: SparkFolder, rows: list[tuple[object, ...]]) -> None:
         )
         if rows:
             con.executemany("insert into t values (?, ?, ?, ?)", rows)
-        con.execute(f"copy t to '{target / 'part-00000.parquet'}' (format parquet)")
+        if partition_by:
+            con.execute(f"copy t to '{target}' (format parquet, partition_by ({partition_by}))")
+        else:
+            con.execute(f"copy t to '{target / 'part-00000.parquet'}' (format parquet)")
+    return target
 
 
 @pytest.mark.parametrize(
@@ -70,15 +78,7 @@ def test_compare_reads_a_table_partitioned_in_folders(
     value, the value in the folder's name and not in the files."""
     _warehouse(tmp_path / "w.duckdb")
     folder = SparkFolder(tmp_path / "spark")
-    target = folder.table_dir("marts", "indicator_values")
-    target.mkdir(parents=True)
-    with duckdb.connect() as con:
-        con.execute(
-            "create table t (indicator_id varchar, org_unit_id varchar, period_id varchar, "
-            "value double)"
-        )
-        con.executemany("insert into t values (?, ?, ?, ?)", spark_rows)
-        con.execute(f"copy t to '{target}' (format parquet, partition_by (indicator_id))")
+    target = _spark_table(folder, spark_rows, partition_by="indicator_id")
     assert sorted(p.name for p in target.iterdir())[0].startswith("indicator_id=")
     result = compare(tmp_path / "w.duckdb", folder, "marts", "indicator_values")
     assert result.identical is identical
