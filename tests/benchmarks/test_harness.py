@@ -75,7 +75,8 @@ def test_incremental_runs_pull_the_change_and_only_it(harness_result: dict[str, 
 
 def test_the_warehouse_ran_under_the_memory_limit(harness_result: dict[str, object]) -> None:
     # the pipeline rejects a malformed limit, so a recorded run shows it was applied
-    assert harness_result["settings"] == {"memory_limit": "2GB"}
+    # this run did not ask for the Spark stage, so the settings say so too
+    assert harness_result["settings"] == {"memory_limit": "2GB", "spark": False}
 
 
 def test_once_per_scale_stages(harness_result: dict[str, object]) -> None:
