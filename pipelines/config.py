@@ -68,6 +68,16 @@ class SourceConfig(BaseModel):
     )
     enabled: bool = True
     page_size: int = Field(default=50_000, gt=0)
+    # HTTP sources send small pages (FHIR 100, ODK 1,000, DHIS2 tens of thousands), and
+    # Great Expectations' fixed cost per batch grows with the reference sets (every org unit
+    # id is in a value set): at 20,000 records per batch it was most of validation at M.
+    landing_batch: int = Field(
+        default=200_000,
+        gt=0,
+        description="records landed and validated together (consecutive pages are merged up "
+        "to this many): larger batches pay Great Expectations' fixed costs less often, smaller "
+        "ones hold less in memory and lose less work to a killed run",
+    )
     timeout_seconds: float = Field(default=120.0, gt=0)
     overlap_seconds: int = Field(
         default=300,

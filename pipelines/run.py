@@ -126,12 +126,6 @@ def open_warehouse(config: HealthpipeConfig) -> Warehouse:
     return warehouse
 
 
-LANDING_BATCH = 20_000
-"""Records landed and validated together: HTTP sources send small pages (FHIR 100, ODK
-1,000), and validating each on its own would spend the run in Great Expectations' fixed
-costs."""
-
-
 def _counted(pages: Iterable[Page], summary: SourceSummary) -> Iterator[Page]:
     for page in pages:
         summary.entities.setdefault(page.entity, EntityCounts()).pages_fetched += 1
@@ -248,7 +242,7 @@ def _ingest_pages(
         cursor = None
         source_pages = _window_pages(adapter, source, window, config)
         pull = f"window pull {window}"
-    pages = coalesce_pages(_counted(source_pages, summary), LANDING_BATCH)
+    pages = coalesce_pages(_counted(source_pages, summary), source.landing_batch)
     for number, page in enumerate(pages, start=1):
         table = raw_table(source.type, page.entity)
         batch_id = f"{run_id}:{source.name}:{number}"

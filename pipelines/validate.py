@@ -15,6 +15,8 @@ closing its connection and fails every expectation.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -164,6 +166,64 @@ def _gx_context(docs: DataDocs | None = None) -> Any:
     return context
 
 
+@dataclass(frozen=True)
+class _RegisteredSuite:
+    fingerprint: str
+    suite: Any
+    position_of: dict[str, int]
+
+
+_registered_suites: dict[tuple[int, str], _RegisteredSuite] = {}
+"""The suite last registered per GX context and suite name. A pull validates hundreds of
+batches against the same reference sets; GX copies an expectation's whole configuration
+(tens of thousands of org unit ids in a value set) each time one is added, so rebuilding the
+suite per batch cost about a fifth of validation at M and grew with the country's size."""
+
+
+def _registered_suite(
+    context: Any, spec: SuiteSpec, references: Mapping[str, Any]
+) -> tuple[Any, dict[str, int]]:
+    """The GX suite for ``spec`` with ``references`` filled in, rebuilt only when the spec or
+    the references it uses changed since the last call (reference sets change between pulls
+    and when metadata lands). Returns the suite and each expectation id's position in the
+    spec (the spec object may be a fresh copy of the same file, so positions, not objects)."""
+    import great_expectations as gx
+
+    resolved = []
+    for item in spec.expectations:
+        kwargs = {k: _resolve(v, references, item) for k, v in item.kwargs.items()}
+        if item.column is not None:
+            kwargs["column"] = item.column
+        if "row_condition" in kwargs:
+            kwargs.setdefault("condition_parser", "pandas")
+        resolved.append((item, kwargs))
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [[item.model_dump(), kwargs] for item, kwargs in resolved], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()
+    key = (id(context), spec.suite)
+    registered = _registered_suites.get(key)
+    if registered is not None and registered.fingerprint == fingerprint:
+        return registered.suite, registered.position_of
+    try:
+        context.suites.delete(spec.suite)
+    except Exception:  # a stale suite of an earlier process or spec is replaced
+        log.debug("suite %s not registered yet", spec.suite)
+    suite = context.suites.add(gx.ExpectationSuite(name=spec.suite))
+    position_of: dict[str, int] = {}
+    for position, (item, kwargs) in enumerate(resolved):
+        expectation_class = getattr(gx.expectations, _class_name(item.type), None)
+        if expectation_class is None:
+            raise ConfigError(
+                f"suite {spec.suite}: rule {item.rule}: unknown expectation {item.type}"
+            )
+        added = suite.add_expectation(expectation_class(**kwargs))
+        position_of[str(added.id)] = position
+    _registered_suites[key] = _RegisteredSuite(fingerprint, suite, position_of)
+    return suite, position_of
+
+
 def run_suite(
     spec: SuiteSpec,
     frame: pd.DataFrame,
@@ -176,28 +236,8 @@ def run_suite(
 ) -> list[tuple[ExpectationSpec, dict[str, Any], bool]]:
     """Run the suite on ``frame`` and return, per expectation, GX's result dict and success.
     With ``docs``, the result is also stored for the Data Docs site."""
-    import great_expectations as gx
-
     context = _gx_context(docs)
-    try:
-        context.suites.delete(spec.suite)
-    except Exception:  # the suite is rebuilt on every call: reference sets change
-        log.debug("suite %s not registered yet", spec.suite)
-    suite = context.suites.add(gx.ExpectationSuite(name=spec.suite))
-    rule_of: dict[str, ExpectationSpec] = {}
-    for item in spec.expectations:
-        kwargs = {k: _resolve(v, references, item) for k, v in item.kwargs.items()}
-        if item.column is not None:
-            kwargs["column"] = item.column
-        if "row_condition" in kwargs:
-            kwargs.setdefault("condition_parser", "pandas")
-        expectation_class = getattr(gx.expectations, _class_name(item.type), None)
-        if expectation_class is None:
-            raise ConfigError(
-                f"suite {spec.suite}: rule {item.rule}: unknown expectation {item.type}"
-            )
-        added = suite.add_expectation(expectation_class(**kwargs))
-        rule_of[str(added.id)] = item
+    suite, position_of = _registered_suite(context, spec, references)
     batch = (
         context.data_sources.get("healthpipe_batches")
         .get_asset("landed_rows")
@@ -209,12 +249,14 @@ def run_suite(
         _store_result(context, spec.suite, result, run_id, batch_id, now)
     # GX groups results by column, not in suite order: match each result to its rule by the
     # expectation's id.
-    outcomes = []
-    for expectation_result in result.results:
-        item = rule_of[str(expectation_result.expectation_config.id)]
-        outcomes.append((item, dict(expectation_result.result), bool(expectation_result.success)))
-    order = {id(item): n for n, item in enumerate(spec.expectations)}
-    return sorted(outcomes, key=lambda outcome: order[id(outcome[0])])
+    outcomes = sorted(
+        (position_of[str(expectation_result.expectation_config.id)], expectation_result)
+        for expectation_result in result.results
+    )
+    return [
+        (spec.expectations[position], dict(outcome.result), bool(outcome.success))
+        for position, outcome in outcomes
+    ]
 
 
 def _store_result(
@@ -316,7 +358,12 @@ def validate_pending(
         for index in unexpected:
             failing.setdefault(index, []).append(item)
 
-    records = frame_for_gx.to_dict("records")
+    # Only the failing rows become dicts: at national scale the batch holds millions of rows,
+    # and turning them all into dicts cost minutes and gigabytes for a handful of reasons.
+    failing_indexes = sorted(failing)
+    records = dict(
+        zip(failing_indexes, frame_for_gx.iloc[failing_indexes].to_dict("records"), strict=True)
+    )
     quarantined: list[QuarantinedRecord] = []
     entity_columns = [*table.entity_columns, "extras", "is_deleted"]
     for index, items in failing.items():
@@ -345,7 +392,7 @@ def validate_pending(
             outcome.validated = len(frame)
         else:
             quarantine_records(warehouse, quarantined, run_id=run_id, batch_id=batch_id, now=now)
-            _mark_rows(warehouse, table, source_name, frame.iloc[sorted(failing)], now)
+            _mark_rows(warehouse, table, source_name, frame.iloc[failing_indexes], now)
             outcome.validated = len(frame)
             outcome.quarantined = len(failing)
             outcome.valid = len(frame) - len(failing)

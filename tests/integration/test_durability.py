@@ -71,7 +71,9 @@ def test_a_run_killed_while_landing_is_completed_by_the_next_one(tmp_path: Path)
     warehouse = tmp_path / "warehouse.duckdb"
     config_file.write_text(
         f"warehouse: duckdb:///{warehouse}\nstate_dir: {tmp_path / 'state'}\n"
-        f"sources:\n  - name: hmis\n    type: dhis2\n    path: {root / 'dhis2'}\n    page_size: 5000\n",
+        f"sources:\n  - name: hmis\n    type: dhis2\n    path: {root / 'dhis2'}\n    page_size: 5000\n"
+        # several landing batches, so that the kill falls between two of them
+        "    landing_batch: 20000\n",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if k != "HEALTHPIPE_WAREHOUSE"}

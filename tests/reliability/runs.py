@@ -36,8 +36,11 @@ def write_config(folder: Path, country: Path) -> Path:
         "sources:",
     ]
     for name, kind, sub in FILE_SOURCES:
-        # small pages, so a run has many commits for a kill to fall between
-        lines.append(f"  - {{name: {name}, type: {kind}, path: {country / sub}, page_size: 100}}")
+        # small pages and landing batches, so a run has many commits for a kill to fall between
+        lines.append(
+            f"  - {{name: {name}, type: {kind}, path: {country / sub}, page_size: 100, "
+            "landing_batch: 20000}"
+        )
     path = folder / "healthpipe.yml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
