@@ -505,9 +505,12 @@ def transform(
     on_node: NodeCallback | None = None,
     select: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    cautious: bool = False,
 ) -> DbtOutcome:
     """``dbt build`` on the configured warehouse (``select``: only those dbt selectors;
-    ``exclude``: all but those), recorded in ``audit.pipeline_runs``.
+    ``exclude``: all but those), recorded in ``audit.pipeline_runs``. ``cautious``: dbt's
+    cautious indirect selection, a test runs only with every model it reads (a build of part
+    of the project must not test a model it did not build).
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
     """
@@ -529,6 +532,7 @@ def transform(
         failpoint("transform.before")
         selection = ["--select", *select] if select else []
         selection += ["--exclude", *exclude] if exclude else []
+        selection += ["--indirect-selection", "cautious"] if cautious else []
         outcome = run_dbt(
             ["build", *selection, "--vars", variables],
             dbt_env=dbt_env,
@@ -605,10 +609,17 @@ def run_pipeline(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
     )
     if not unchanged:
-        # Alerting reads the marts, never the public layer: that (small-cell suppression, the
-        # costliest part of a build at national scale) waits for the build after the alerts.
+        # Alerting reads two marts: only they and what they are built from are built before
+        # it. The rest (indicator values, data quality, the public layer with its small-cell
+        # suppression, the costliest part at national scale) waits for the build after the
+        # alerts, which most runs must make anyway.
         summary.dbt = transform(
-            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, exclude=PUBLIC_LAYER
+            config,
+            run_id=summary.run_id,
+            quiet=quiet_dbt,
+            on_node=on_node,
+            select=ALERT_INPUTS,
+            cautious=True,
         )
         failpoint("transform.after")
     with open_warehouse(config) as warehouse:
@@ -623,11 +634,20 @@ def run_pipeline(
         with open_warehouse(config) as warehouse:
             # indicators on data elements that only now have values (7-1-7) become computable
             publish_indicator_definitions(warehouse, config)
-        transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
-    elif not unchanged:
-        transform(
-            config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node, select=PUBLIC_LAYER
+        after = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
+        summary.dbt = after if summary.dbt is None else summary.dbt.combined(after)
+    elif not unchanged and summary.dbt is not None:
+        # everything the first build left out (cautious: with the tests that read models of
+        # both builds, which an eager exclusion would drop)
+        rest = transform(
+            config,
+            run_id=summary.run_id,
+            quiet=quiet_dbt,
+            on_node=on_node,
+            exclude=BUILT_BEFORE_ALERTS,
+            cautious=True,
         )
+        summary.dbt = summary.dbt.combined(rest)
     if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
@@ -647,9 +667,15 @@ class SourcesFailed(HealthpipeError):
         )
 
 
-PUBLIC_LAYER = ("int_suppression_cells+",)
-"""The public layer and the small-cell suppression it rests on (models/marts/public,
-models/intermediate/suppression): built after the alerts, which never read it."""
+ALERT_INPUTS = ("+fct_surveillance_weekly", "+dim_org_unit")
+"""What alerting reads (pipelines/alerts), with every model and seed it is built from: the
+build before the alerts."""
+
+BUILT_BEFORE_ALERTS = tuple(
+    f"{selector},resource_type:{kind}" for selector in ALERT_INPUTS for kind in ("model", "seed")
+)
+"""The models and seeds of :data:`ALERT_INPUTS`, for the build after the alerts to leave out
+when the alerts changed nothing (their tests ran with them)."""
 
 
 def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:

@@ -35,6 +35,16 @@ class DbtOutcome:
     warned: list[str] = field(default_factory=list)
     skipped: int = 0
 
+    def combined(self, later: DbtOutcome) -> DbtOutcome:
+        """This build and a later one of the same run, counted together."""
+        return DbtOutcome(
+            command=self.command,
+            succeeded=self.succeeded + later.succeeded,
+            failed=[*self.failed, *later.failed],
+            warned=[*self.warned, *later.warned],
+            skipped=self.skipped + later.skipped,
+        )
+
 
 @contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
