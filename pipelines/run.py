@@ -503,24 +503,18 @@ def transform(
     run_id: str,
     quiet: bool = True,
     on_node: NodeCallback | None = None,
-    select: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    cautious: bool = False,
+    part: BuildPart | None = None,
 ) -> DbtOutcome:
-    """``dbt build`` on the configured warehouse (``select``: only those dbt selectors;
-    ``exclude``: all but those), recorded in ``audit.pipeline_runs``. ``cautious``: dbt's
-    cautious indirect selection, a test runs only with every model it reads (a build of part
-    of the project must not test a model it did not build).
+    """``dbt build`` on the configured warehouse (the whole project, or ``part`` of it),
+    recorded in ``audit.pipeline_runs``.
 
     DuckDB allows one writer, so healthpipe's own connection is closed while dbt runs.
     """
     warehouse = open_warehouse(config)
     try:
         step = start_step(warehouse, run_id, "transform")
-        if select:
-            step.message = "select " + " ".join(select)
-        if exclude:
-            step.message = "exclude " + " ".join(exclude)
+        if part is not None:
+            step.message = part.description
         dbt_env = warehouse.dbt_env()
         drop_outdated_period_facts(warehouse)
     finally:
@@ -530,9 +524,7 @@ def transform(
         # The public layer's small-cell threshold comes from healthpipe.yml.
         variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
         failpoint("transform.before")
-        selection = ["--select", *select] if select else []
-        selection += ["--exclude", *exclude] if exclude else []
-        selection += ["--indirect-selection", "cautious"] if cautious else []
+        selection = part.args() if part is not None else []
         outcome = run_dbt(
             ["build", *selection, "--vars", variables],
             dbt_env=dbt_env,
@@ -618,8 +610,7 @@ def run_pipeline(
             run_id=summary.run_id,
             quiet=quiet_dbt,
             on_node=on_node,
-            select=ALERT_INPUTS,
-            cautious=True,
+            part=BEFORE_ALERTS,
         )
         failpoint("transform.after")
     with open_warehouse(config) as warehouse:
@@ -644,8 +635,7 @@ def run_pipeline(
             run_id=summary.run_id,
             quiet=quiet_dbt,
             on_node=on_node,
-            exclude=BUILT_BEFORE_ALERTS,
-            cautious=True,
+            part=AFTER_ALERTS,
         )
         summary.dbt = summary.dbt.combined(rest)
     if after_alerts != inputs or not unchanged:
@@ -667,15 +657,44 @@ class SourcesFailed(HealthpipeError):
         )
 
 
-ALERT_INPUTS = ("+fct_surveillance_weekly", "+dim_org_unit")
-"""What alerting reads (pipelines/alerts), with every model and seed it is built from: the
-build before the alerts."""
+@dataclass(frozen=True)
+class BuildPart:
+    """Part of the dbt project, as dbt selectors. Always with cautious indirect selection: a
+    test runs only in the build that makes the last model it reads (an eager selection tests
+    a model the part did not build; an eager exclusion drops every test reading an excluded
+    model, including the ones the other part never ran)."""
 
-BUILT_BEFORE_ALERTS = tuple(
-    f"{selector},resource_type:{kind}" for selector in ALERT_INPUTS for kind in ("model", "seed")
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def args(self) -> list[str]:
+        selection = ["--select", *self.select] if self.select else []
+        selection += ["--exclude", *self.exclude] if self.exclude else []
+        return [*selection, "--indirect-selection", "cautious"]
+
+    @property
+    def description(self) -> str:
+        return " ".join(
+            [*(["select", *self.select] if self.select else []),
+             *(["exclude", *self.exclude] if self.exclude else [])]
+        )  # fmt: skip
+
+
+ALERT_INPUTS = ("+fct_surveillance_weekly", "+dim_org_unit")
+"""What alerting reads (pipelines/alerts), with every model and seed it is built from."""
+
+BEFORE_ALERTS = BuildPart(select=ALERT_INPUTS)
+"""The build before the alerts."""
+
+AFTER_ALERTS = BuildPart(
+    exclude=tuple(
+        f"{selector},resource_type:{kind}"
+        for selector in ALERT_INPUTS
+        for kind in ("model", "seed")
+    )
 )
-"""The models and seeds of :data:`ALERT_INPUTS`, for the build after the alerts to leave out
-when the alerts changed nothing (their tests ran with them)."""
+"""The build after alerts that changed nothing the models read: the rest of the project
+(the models and seeds built before are left out; their tests ran with them)."""
 
 
 def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:

@@ -8,6 +8,7 @@ run, not per model. ``profiles.yml`` reads the warehouse from environment variab
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,6 +59,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+def list_nodes(args: Sequence[str], *, dbt_env: Mapping[str, str], state_dir: Path) -> set[str]:
+    """The unique ids ``dbt ls`` selects with ``args`` (selectors, ``--indirect-selection``)."""
+    result, _, _ = _invoke(
+        ["ls", "--output", "json", "--output-keys", "unique_id", *args],
+        dbt_env=dbt_env,
+        state_dir=state_dir,
+        quiet=True,
+    )
+    if not result.success:
+        raise TransformError(f"dbt ls {' '.join(args)} failed: {result.exception}")
+    return {json.loads(line)["unique_id"] for line in result.result}
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from pipelines.run import ALERT_INPUTS, BUILT_BEFORE_ALERTS, RunSummary, run_pipeline
+from pipelines.run import AFTER_ALERTS, BEFORE_ALERTS, RunSummary, run_pipeline
 from pipelines.warehouse import Warehouse
 from tests.conftest import make_config
-
-BEFORE_ALERTS = "select " + " ".join(ALERT_INPUTS)
-AFTER_ALERTS = "exclude " + " ".join(BUILT_BEFORE_ALERTS)
 
 EXTRA_INDICATOR = """indicators:
   - id: anc1_per_delivery
@@ -80,7 +77,7 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
     with Warehouse.open(url) as warehouse:
         alerts = warehouse.fetch_scalar("select count(*) from marts.alerts")
     assert alerts > 0
-    assert transform_builds(url, first) == [BEFORE_ALERTS, None]
+    assert transform_builds(url, first) == [BEFORE_ALERTS.description, None]
     built = indicator_rows(url)
 
     again = run_pipeline(config)
@@ -97,7 +94,10 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
     }
     # no new alert: the build after alerting is the rest of the project, and it publishes
     # the new indicator
-    assert transform_builds(url, with_indicator) == [BEFORE_ALERTS, AFTER_ALERTS]
+    assert transform_builds(url, with_indicator) == [
+        BEFORE_ALERTS.description,
+        AFTER_ALERTS.description,
+    ]
     assert "anc1_per_delivery" in public_indicators(url)
 
     # a corrected value in a new file version lands as a change, and rebuilds
