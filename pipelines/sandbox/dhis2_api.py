@@ -74,6 +74,14 @@ from typing import Any, NamedTuple
 
 from pipelines.periods import Period, PeriodError, parse_period
 from pipelines.sandbox.auth import Credentials, basic_matches, token_matches
+from pipelines.sandbox.dhis2_values import (
+    DataSetValues,
+    Selection,
+    ValueFolder,
+    compact_json,
+    epoch_seconds,
+    merged_rows,
+)
 from pipelines.sandbox.routing import (
     ApiError,
     Request,
@@ -99,21 +107,6 @@ FIELD_PRESETS = {"*", ":all", ":owner", ":simple", ":identifiable", ":nameable",
 
 
 # --- the files -----------------------------------------------------------------------------
-
-
-class _Value(NamedTuple):
-    """One data value: the fields the export filters on, and the value as the file holds it
-    (compact JSON), so answers are joined strings rather than re-encoded objects."""
-
-    org_unit: str | None
-    period: str | None
-    data_element: str | None
-    last_updated: datetime | None
-    deleted: bool
-    raw: str
-    csv: str
-    """The value's CSV line, written once: a stand-in server slower than the clients it
-    serves would measure itself in the benchmarks."""
 
 
 def parse_timestamp(text: str) -> datetime | None:
@@ -188,10 +181,8 @@ class Dhis2Store:
         # Re-entrant: loading values reads the metadata (data set codes) under the same lock.
         self._lock = threading.RLock()
         self._metadata: dict[str, list[dict[str, Any]]] | None = None
-        self._values: dict[str, list[_Value]] = {}
-        # data set -> org unit -> positions in _values: a request for one district of ten
-        # thousand reads its own values, not the whole data set (quadratic at L scale)
-        self._positions: dict[str, dict[str | None, list[int]]] = {}
+        self._values: dict[str, DataSetValues] = {}
+        self._folder: ValueFolder | None = None
         self._registrations: dict[str, list[dict[str, Any]]] = {}
 
     @property
@@ -214,9 +205,18 @@ class Dhis2Store:
             raise ValueError(f"no DHIS2 increment {number} (have {self.available_increments()})")
         with self._lock:
             self.increment = number
-            self._values.clear()
-            self._positions.clear()
+            self.close()
             self._registrations.clear()
+
+    def close(self) -> None:
+        """Forget the loaded values and remove their files."""
+        with self._lock:
+            for values in self._values.values():
+                values.close()
+            self._values.clear()
+            if self._folder is not None:
+                self._folder.remove()
+                self._folder = None
 
     def warm(self) -> None:
         """Read every data set's values now rather than on the first request that needs them
@@ -267,6 +267,11 @@ class Dhis2Store:
                 files.setdefault(uid, []).append(path)
         return files
 
+    def _files(self, root: Path, folder: str, data_set: str, key: str) -> Iterator[list[Any]]:
+        """The rows of one layer's files for one data set, a file at a time."""
+        for path in self._files_by_data_set(root / folder).get(data_set, []):
+            yield json.loads(path.read_text(encoding="utf-8")).get(key, [])
+
     def _documents(self, folder: str, data_set: str, key: str) -> list[list[dict[str, Any]]]:
         """The rows of each layer (base, then each applied increment) for one data set."""
         layers = []
@@ -277,49 +282,57 @@ class Dhis2Store:
             layers.append(rows)
         return layers
 
-    def values(self, data_set: str) -> list[_Value]:
+    def values(self, data_set: str) -> DataSetValues:
         with self._lock:
             if data_set not in self._values:
-                base, *changes = self._documents("dataValueSets", data_set, "dataValues")
-                for layer in changes:
-                    base = _merge(base, layer, _value_key)
-                stamps: dict[str, datetime | None] = {}
-                rows: list[_Value] = []
-                positions: dict[str | None, list[int]] = {}
-                units = self.by_id("organisationUnits")
-                line = _CsvLine()
-                for value in base:
-                    if value.get("orgUnit") not in units or _period(value.get("period")) is None:
-                        continue  # a DHIS2 server cannot hold it (see the module docstring)
-                    stamp = value.get("lastUpdated")
-                    if isinstance(stamp, str) and stamp not in stamps:
-                        stamps[stamp] = parse_timestamp(stamp)
-                    org_unit = value.get("orgUnit")
-                    positions.setdefault(org_unit, []).append(len(rows))
-                    rows.append(
-                        _Value(
-                            org_unit,
-                            value.get("period"),
-                            value.get("dataElement"),
-                            stamps.get(stamp) if isinstance(stamp, str) else None,
-                            value.get("deleted") is True,
-                            json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-                            line(value),
-                        )
-                    )
-                self._values[data_set] = rows
-                self._positions[data_set] = positions
+                base, *changes = self._roots()
+                rows = merged_rows(
+                    self._files(base, "dataValueSets", data_set, "dataValues"),
+                    [
+                        [row for rows in self._files(root, "dataValueSets", data_set, "dataValues")
+                         for row in rows]
+                        for root in changes
+                    ],
+                    _value_key,
+                )  # fmt: skip
+                if self._folder is None:
+                    self._folder = ValueFolder()
+                # (files are numbered: a data set id from a file is not trusted as a name)
+                name = str(len(self._values))
+                self._values[data_set] = self._load(rows, name, self._folder.path)
             return self._values[data_set]
 
-    def values_of(self, data_set: str, org_units: set[str]) -> Iterator[_Value]:
-        """The data set's values of these org units, in the files' order."""
-        values = self.values(data_set)
-        positions = self._positions[data_set]
-        if len(org_units) >= len(positions):
-            yield from (value for value in values if value.org_unit in org_units)
-            return
-        chosen = sorted(i for unit in org_units for i in positions.get(unit, ()))
-        yield from (values[i] for i in chosen)
+    def _load(self, rows: Iterator[dict[str, Any]], name: str, folder: Path) -> DataSetValues:
+        stamps: dict[str, float] = {}
+        valid_periods: dict[str, bool] = {}
+        values = DataSetValues(folder, name)
+        units = self.by_id("organisationUnits")
+        line = _CsvLine()
+        for value in rows:
+            org_unit, period = value.get("orgUnit"), value.get("period")
+            if not isinstance(period, str):
+                continue
+            if period not in valid_periods:
+                valid_periods[period] = _period(period) is not None
+            if org_unit not in units or not valid_periods[period]:
+                continue  # a DHIS2 server cannot hold it (see the module docstring)
+            stamp = value.get("lastUpdated")
+            if isinstance(stamp, str):
+                if stamp not in stamps:
+                    stamps[stamp] = epoch_seconds(parse_timestamp(stamp))
+                updated = stamps[stamp]
+            else:
+                updated = float("nan")
+            values.append(
+                org_unit,
+                period,
+                value.get("dataElement"),
+                updated,
+                value.get("deleted") is True,
+                compact_json(value),
+                line(value).encode("utf-8"),
+            )
+        return values.finish()
 
     def registrations(self, data_set: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -349,6 +362,10 @@ class _PeriodSelection(NamedTuple):
     periods: set[str] | None
     start: date | None
     end: date | None
+
+    @property
+    def selects_all(self) -> bool:
+        return self.periods is None and (self.start is None or self.end is None)
 
     def matches(self, period_id: str | None) -> bool:
         if self.periods is not None:
@@ -508,27 +525,28 @@ class Dhis2Api:
             self._positive_int(request.arg("limit"), "limit", 0) if request.arg("limit") else None
         )
         pools = data_sets or list(self.store.by_id("dataSets"))
-        chosen: list[_Value] = []
+        selection = Selection(
+            org_units=units,
+            data_elements=elements,
+            include_deleted=include_deleted,
+            updated_since=None if last_updated is None else epoch_seconds(last_updated),
+            period_matches=None if periods.selects_all else periods.matches,
+        )
+        chosen: list[tuple[DataSetValues, Any]] = []
+        left = limit
         for data_set in pools:
-            for value in self.store.values_of(data_set, units):
-                if elements is not None and value.data_element not in elements:
-                    continue
-                if value.deleted and not include_deleted:
-                    continue
-                if last_updated is not None and (
-                    value.last_updated is None or value.last_updated < last_updated
-                ):
-                    continue
-                if not periods.matches(value.period):
-                    continue
-                chosen.append(value)
-                if limit is not None and len(chosen) >= limit:
-                    break
-            if limit is not None and len(chosen) >= limit:
+            values = self.store.values(data_set)
+            positions = values.select(selection)
+            if left is not None:
+                positions = positions[:left]
+                left -= len(positions)
+            chosen.append((values, positions))
+            if left == 0:
                 break
         if self._wants_csv(request):
-            body = ",".join(CSV_HEADER) + "\n" + "".join(v.csv for v in chosen)
-            return Response(200, body.encode("utf-8"), CSV)
+            lines = (line for values, positions in chosen for line in values.csv_lines(positions))
+            body = (",".join(CSV_HEADER) + "\n").encode("utf-8") + b"".join(lines)
+            return Response(200, body, CSV)
         head = ""
         org_units = request.args("orgUnit")
         single = (
@@ -544,8 +562,9 @@ class Dhis2Api:
                 f'"period":{json.dumps(next(iter(periods.periods)))},'
                 f'"orgUnit":{json.dumps(org_units[0])},'
             )
-        body = "{" + head + '"dataValues":[' + ",".join(v.raw for v in chosen) + "]}"
-        return Response(200, body.encode("utf-8"), JSON)
+        objects = (item for values, positions in chosen for item in values.json_objects(positions))
+        body = ("{" + head + '"dataValues":[').encode("utf-8") + b",".join(objects) + b"]}"
+        return Response(200, body, JSON)
 
     def complete_registrations(self, request: Request) -> Response:
         """``GET /api/completeDataSetRegistrations``: when reports were completed."""
