@@ -77,7 +77,6 @@ from pipelines.sandbox.auth import Credentials, basic_matches, token_matches
 from pipelines.sandbox.dhis2_values import (
     DataSetValues,
     Selection,
-    ValueFolder,
     compact_json,
     epoch_seconds,
     merged_rows,
@@ -182,7 +181,6 @@ class Dhis2Store:
         self._lock = threading.RLock()
         self._metadata: dict[str, list[dict[str, Any]]] | None = None
         self._values: dict[str, DataSetValues] = {}
-        self._folder: ValueFolder | None = None
         self._registrations: dict[str, list[dict[str, Any]]] = {}
 
     @property
@@ -209,14 +207,11 @@ class Dhis2Store:
             self._registrations.clear()
 
     def close(self) -> None:
-        """Forget the loaded values and remove their files."""
+        """Forget the loaded values (and free their files)."""
         with self._lock:
             for values in self._values.values():
                 values.close()
             self._values.clear()
-            if self._folder is not None:
-                self._folder.remove()
-                self._folder = None
 
     def warm(self) -> None:
         """Read every data set's values now rather than on the first request that needs them
@@ -295,17 +290,13 @@ class Dhis2Store:
                     ],
                     _value_key,
                 )  # fmt: skip
-                if self._folder is None:
-                    self._folder = ValueFolder()
-                # (files are numbered: a data set id from a file is not trusted as a name)
-                name = str(len(self._values))
-                self._values[data_set] = self._load(rows, name, self._folder.path)
+                self._values[data_set] = self._load(rows)
             return self._values[data_set]
 
-    def _load(self, rows: Iterator[dict[str, Any]], name: str, folder: Path) -> DataSetValues:
+    def _load(self, rows: Iterator[dict[str, Any]]) -> DataSetValues:
         stamps: dict[str, float] = {}
         valid_periods: dict[str, bool] = {}
-        values = DataSetValues(folder, name)
+        values = DataSetValues()
         units = self.by_id("organisationUnits")
         line = _CsvLine()
         for value in rows:

@@ -5,8 +5,9 @@ strings and its encoded answers per value) they took about 1.1 KB each, 11 GB at
 more than the pipeline being measured beside it. Here a data set's values are columns of
 small integers (org unit, period and data element as positions in lists of the distinct
 ids), a float timestamp and a flag, and each value's JSON object and CSV line, encoded once
-while loading, are appended to a file read back through ``mmap``: the operating system keeps
-the pages it has room for. Requests are answered by numpy masks over the columns and joins of
+while loading, are appended to an unnamed temporary file read back through ``mmap``: the
+operating system keeps the pages it has room for, and frees the file when the process ends,
+however it ends (a stopped sandbox leaves nothing behind). Requests are answered by numpy masks over the columns and joins of
 byte slices, so the stand-in stays faster than the clients it serves.
 """
 
@@ -14,13 +15,10 @@ from __future__ import annotations
 
 import json
 import mmap
-import shutil
 import tempfile
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -69,9 +67,9 @@ class Selection:
 class DataSetValues:
     """One data set's values (see the module docstring), in the order the files hold them."""
 
-    def __init__(self, folder: Path, name: str) -> None:
-        self._path = folder / f"{name}.bin"
-        self._file: IO[bytes] | None = self._path.open("wb")
+    def __init__(self) -> None:
+        # kept open for the mmap; closed by close()
+        self._file: IO[bytes] | None = tempfile.TemporaryFile()  # noqa: SIM115
         self._offset = 0
         self._units, self._periods, self._elements = _Ids(), _Ids(), _Ids()
         self._columns: dict[str, list[Any]] = {
@@ -91,7 +89,7 @@ class DataSetValues:
         raw: bytes,
         csv: bytes,
     ) -> None:
-        assert self._file is not None, "appended after finish()"
+        assert self._file is not None and self._map is None, "appended after finish()"
         columns = self._columns
         columns["unit"].append(self._units.number(org_unit))
         columns["period"].append(self._periods.number(period))
@@ -107,8 +105,7 @@ class DataSetValues:
     def finish(self) -> DataSetValues:
         """Turn the appended values into columns and map the file for reading."""
         assert self._file is not None
-        self._file.close()
-        self._file = None
+        self._file.flush()
         columns = self._columns
         self.unit = np.array(columns["unit"], dtype=np.int32)
         self.period = np.array(columns["period"], dtype=np.int32)
@@ -126,20 +123,19 @@ class DataSetValues:
         bounds = np.searchsorted(self.unit[order], np.arange(len(self._units.ids) + 1))
         self._by_unit = [order[bounds[i] : bounds[i + 1]] for i in range(len(self._units.ids))]
         if self._offset:
-            with self._path.open("rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         return self
 
     def __len__(self) -> int:
         return len(self.unit)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         if self._map is not None:
             self._map.close()
             self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def select(self, selection: Selection) -> npt.NDArray[np.int64]:
         """Positions of the selected values, in the files' order."""
@@ -174,17 +170,6 @@ class DataSetValues:
         if data is None:
             return iter(())
         return (data[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True))
-
-
-class ValueFolder:
-    """A temporary folder for the value files of one store, removed with it."""
-
-    def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="healthpipe-sandbox-dhis2-"))
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, True)
-
-    def remove(self) -> None:
-        self._finalizer()
 
 
 def merged_rows(

@@ -4,7 +4,6 @@ another would, and selections pick the same values as a plain filter, in file or
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,10 +34,10 @@ def test_streamed_increments_equal_applying_them_in_turn() -> None:
         assert list(merged_rows(files, layers, _value_key)) == expected
 
 
-def test_a_selection_is_the_plain_filter_in_file_order(tmp_path: Path) -> None:
+def test_a_selection_is_the_plain_filter_in_file_order() -> None:
     draw = random.Random(5)
     rows = []
-    store = DataSetValues(tmp_path, "0")
+    store = DataSetValues()
     for n in range(2_000):
         row = {
             "unit": f"ou{draw.randrange(40)}",
