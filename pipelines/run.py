@@ -667,17 +667,20 @@ class BuildPart:
     select: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
+    def _selectors(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [
+            (verb, items)
+            for verb, items in (("select", self.select), ("exclude", self.exclude))
+            if items
+        ]
+
     def args(self) -> list[str]:
-        selection = ["--select", *self.select] if self.select else []
-        selection += ["--exclude", *self.exclude] if self.exclude else []
-        return [*selection, "--indirect-selection", "cautious"]
+        flags = [arg for verb, items in self._selectors() for arg in (f"--{verb}", *items)]
+        return [*flags, "--indirect-selection", "cautious"]
 
     @property
     def description(self) -> str:
-        return " ".join(
-            [*(["select", *self.select] if self.select else []),
-             *(["exclude", *self.exclude] if self.exclude else [])]
-        )  # fmt: skip
+        return " ".join(arg for verb, items in self._selectors() for arg in (verb, *items))
 
 
 ALERT_INPUTS = ("+fct_surveillance_weekly", "+dim_org_unit")

@@ -76,6 +76,7 @@ from pipelines.periods import Period, PeriodError, parse_period
 from pipelines.sandbox.auth import Credentials, basic_matches, token_matches
 from pipelines.sandbox.dhis2_values import (
     DataSetValues,
+    Key,
     Selection,
     compact_json,
     epoch_seconds,
@@ -139,28 +140,6 @@ def _registration_key(registration: dict[str, Any]) -> tuple[Any, ...]:
         registration.get(k)
         for k in ("dataSet", "period", "organisationUnit", "attributeOptionCombo")
     )
-
-
-def _merge(
-    rows: list[dict[str, Any]],
-    changes: list[dict[str, Any]],
-    key: Callable[[dict[str, Any]], tuple[Any, ...]],
-) -> list[dict[str, Any]]:
-    """``rows`` after ``changes``: a change replaces every row with its key (in place, so
-    the order stays stable), or is appended when its key is new."""
-    positions: dict[tuple[Any, ...], list[int]] = {}
-    for index, row in enumerate(rows):
-        positions.setdefault(key(row), []).append(index)
-    merged = list(rows)
-    for change in changes:
-        found = positions.get(key(change))
-        if found:
-            for index in found:
-                merged[index] = change
-        else:
-            positions[key(change)] = [len(merged)]
-            merged.append(change)
-    return merged
 
 
 class Dhis2Store:
@@ -267,29 +246,22 @@ class Dhis2Store:
         for path in self._files_by_data_set(root / folder).get(data_set, []):
             yield json.loads(path.read_text(encoding="utf-8")).get(key, [])
 
-    def _documents(self, folder: str, data_set: str, key: str) -> list[list[dict[str, Any]]]:
-        """The rows of each layer (base, then each applied increment) for one data set."""
-        layers = []
-        for root in self._roots():
-            rows: list[dict[str, Any]] = []
-            for path in self._files_by_data_set(root / folder).get(data_set, []):
-                rows += json.loads(path.read_text(encoding="utf-8")).get(key, [])
-            layers.append(rows)
-        return layers
+    def _merged(
+        self, folder: str, data_set: str, key: str, identity: Callable[[dict[str, Any]], Key]
+    ) -> Iterator[dict[str, Any]]:
+        """One data set's rows as served: the base files (streamed) after every applied
+        increment (read whole: they are small)."""
+        base, *increments = self._roots()
+        changes = [
+            [row for rows in self._files(root, folder, data_set, key) for row in rows]
+            for root in increments
+        ]
+        return merged_rows(self._files(base, folder, data_set, key), changes, identity)
 
     def values(self, data_set: str) -> DataSetValues:
         with self._lock:
             if data_set not in self._values:
-                base, *changes = self._roots()
-                rows = merged_rows(
-                    self._files(base, "dataValueSets", data_set, "dataValues"),
-                    [
-                        [row for rows in self._files(root, "dataValueSets", data_set, "dataValues")
-                         for row in rows]
-                        for root in changes
-                    ],
-                    _value_key,
-                )  # fmt: skip
+                rows = self._merged("dataValueSets", data_set, "dataValues", _value_key)
                 self._values[data_set] = self._load(rows)
             return self._values[data_set]
 
@@ -328,11 +300,12 @@ class Dhis2Store:
     def registrations(self, data_set: str) -> list[dict[str, Any]]:
         with self._lock:
             if data_set not in self._registrations:
-                base, *changes = self._documents(
-                    "completeDataSetRegistrations", data_set, "completeDataSetRegistrations"
+                base = self._merged(
+                    "completeDataSetRegistrations",
+                    data_set,
+                    "completeDataSetRegistrations",
+                    _registration_key,
                 )
-                for layer in changes:
-                    base = _merge(base, layer, _registration_key)
                 units = self.by_id("organisationUnits")
                 self._registrations[data_set] = [
                     r

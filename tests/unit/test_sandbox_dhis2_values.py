@@ -4,12 +4,33 @@ another would, and selections pick the same values as a plain filter, in file or
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from pipelines.sandbox.dhis2_api import _merge, _value_key
-from pipelines.sandbox.dhis2_values import DataSetValues, Selection, merged_rows
+from pipelines.sandbox.dhis2_api import _value_key
+from pipelines.sandbox.dhis2_values import DataSetValues, Key, Selection, merged_rows
+
+
+def _apply_in_turn(
+    rows: list[dict[str, Any]], layer: list[dict[str, Any]], key: Callable[[dict[str, Any]], Key]
+) -> list[dict[str, Any]]:
+    """The oracle, one layer at a time as a DHIS2 import would: a change replaces every row
+    with its key where it stands, a new key is appended (and later changes replace it)."""
+    positions: dict[Key, list[int]] = {}
+    for index, row in enumerate(rows):
+        positions.setdefault(key(row), []).append(index)
+    merged = list(rows)
+    for change in layer:
+        found = positions.get(key(change))
+        if found:
+            for index in found:
+                merged[index] = change
+        else:
+            positions[key(change)] = [len(merged)]
+            merged.append(change)
+    return merged
 
 
 def _value(draw: random.Random, serial: int) -> dict[str, Any]:
@@ -30,7 +51,7 @@ def test_streamed_increments_equal_applying_them_in_turn() -> None:
         layers = [[_value(draw, 100 + n) for n in range(draw.randrange(0, 8))] for _ in range(3)]
         expected = [row for rows in files for row in rows]
         for layer in layers:
-            expected = _merge(expected, layer, _value_key)
+            expected = _apply_in_turn(expected, layer, _value_key)
         assert list(merged_rows(files, layers, _value_key)) == expected
 
 
