@@ -42,7 +42,11 @@ def healthpipe_alerts() -> None:
         settings = config().model_copy(update={"notifications": []})
         with open_warehouse(settings) as warehouse:
             outcome = run_alerts(warehouse, settings, run_id=run_id(get_current_context()))
-        return {"new": len(outcome.new), "extended": len(outcome.extended)}
+        return {
+            "new": len(outcome.new),
+            "extended": len(outcome.extended),
+            "skipped": outcome.skipped,
+        }
 
     @task(pool=pool(), outlets=[ALERTS])
     def notify() -> dict[str, dict[str, int]]:

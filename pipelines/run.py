@@ -614,7 +614,9 @@ def run_pipeline(
         )
         failpoint("transform.after")
     with open_warehouse(config) as warehouse:
-        summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id)
+        summary.alerts = run_alerts(
+            warehouse, config, run_id=summary.run_id, force=full_refresh
+        )
         after_alerts = _fingerprint(warehouse, config)
     if after_alerts != inputs:
         # Alerting changed what the 7-1-7 marts read (new alerts, notifications): build again

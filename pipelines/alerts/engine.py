@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -190,39 +191,63 @@ def _days(later: Any, earlier: Any) -> int | None:
     return int((pd.Timestamp(later).normalize() - pd.Timestamp(earlier).normalize()).days)
 
 
-def _existing(warehouse: Warehouse) -> pd.DataFrame:
+@dataclass
+class _Existing:
+    """An alert already recorded, as matching and the change check read it."""
+
+    alert_id: str
+    emerged_on: date
+    last_week: date
+    last_period_id: str
+    weeks: int
+    severity: str
+
+
+def _existing(warehouse: Warehouse) -> dict[tuple[str, str, str], list[_Existing]]:
+    """Recorded alerts by disease, org unit and rule, in table order (the first that
+    overlaps an event keeps it)."""
     frame: pd.DataFrame = warehouse.fetch_arrow(
-        "select alert_id, disease, org_unit_id, rule, period_id, last_period_id, emerged_on, "
-        "status from marts.alerts"
+        "select alert_id, disease, org_unit_id, rule, last_period_id, emerged_on, weeks, "
+        "severity from marts.alerts"
     ).to_pandas()
-    return frame
+    found: dict[tuple[str, str, str], list[_Existing]] = {}
+    columns: dict[str, list[Any]] = {name: frame[name].tolist() for name in frame.columns}
+    for position, identifier in enumerate(columns["alert_id"]):
+        emerged = columns["emerged_on"][position]
+        last_period = str(columns["last_period_id"][position])
+        key = (
+            str(columns["disease"][position]),
+            str(columns["org_unit_id"][position]),
+            str(columns["rule"][position]),
+        )
+        found.setdefault(key, []).append(
+            _Existing(
+                alert_id=str(identifier),
+                emerged_on=emerged if isinstance(emerged, date) else pd.Timestamp(emerged).date(),
+                last_week=_week_start(last_period),
+                last_period_id=last_period,
+                weeks=int(columns["weeks"][position]),
+                severity=str(columns["severity"][position]),
+            )
+        )
+    return found
 
 
-def _matching_alert(existing: pd.DataFrame, event: Event) -> str | None:
+def _matching_alert(
+    existing: dict[tuple[str, str, str], list[_Existing]], event: Event
+) -> _Existing | None:
     """An existing alert of the same disease, org unit and rule whose weeks overlap or
     adjoin the event's keeps its id."""
-    if existing.empty:
-        return None
-    same = existing[
-        (existing["disease"] == event.disease)
-        & (existing["org_unit_id"] == event.org_unit_id)
-        & (existing["rule"] == event.rule.rule)
-    ]
     start = event.first["week_start_date"].date()
     end = event.last["week_start_date"].date()
     slack = timedelta(weeks=MAX_QUIET_WEEKS + 1)
-    for row in same.itertuples():
-        emerged = (
-            row.emerged_on
-            if isinstance(row.emerged_on, date)
-            else pd.Timestamp(str(row.emerged_on)).date()
-        )
-        last = _week_start(str(row.last_period_id))
-        if emerged <= end + slack and start <= last + slack:
-            return str(row.alert_id)
+    for alert in existing.get((event.disease, event.org_unit_id, event.rule.rule), ()):
+        if alert.emerged_on <= end + slack and start <= alert.last_week + slack:
+            return alert
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _week_start(period_id: str) -> date:
     from pipelines.periods import parse_period
 
@@ -235,72 +260,87 @@ class AlertChanges:
     extended: list[str]
 
 
+_UPDATE_COLUMNS = (
+    ("alert_id", "text"),
+    ("last_period_id", "text"),
+    ("weeks", "integer"),
+    ("total_cases", "double precision"),
+    ("peak_cases", "double precision"),
+    ("severity", "text"),
+)
+_UPDATES = "_healthpipe_alert_updates"
+
+
 def record_alerts(
     warehouse: Warehouse, events: list[Event], *, run_id: str, now: datetime
 ) -> AlertChanges:
-    """Insert new alerts and extend existing ones, in one transaction."""
+    """Insert new alerts and extend existing ones, in one transaction. An existing alert is
+    rewritten only when its last week, length or severity changed (so a re-run with nothing
+    new touches nothing), all of them in one statement."""
     existing = _existing(warehouse)
     new_rows: list[dict[str, Any]] = []
     extended: list[str] = []
-    with warehouse.transaction():
-        for event in events:
-            first, last = event.first, event.last
-            emerged = first["week_start_date"].date()
-            detected = first["last_reported_at"]
-            detected_at = (
-                pd.Timestamp(detected).to_pydatetime()
-                if detected is not None and not pd.isna(detected)
-                else now
-            )
-            values = {
-                "last": str(last["period_id"]),
-                "weeks": len(event.weeks),
-                "total": float(event.weeks["observed"].fillna(0).sum()),
-                "peak": float(event.weeks["observed"].fillna(0).max()),
-                "severity": event.severity,
-                "now": now,
-                "run": run_id,
+    updates: dict[str, dict[str, Any]] = {}
+    for event in events:
+        first, last = event.first, event.last
+        emerged = first["week_start_date"].date()
+        detected = first["last_reported_at"]
+        detected_at = (
+            pd.Timestamp(detected).to_pydatetime()
+            if detected is not None and not pd.isna(detected)
+            else now
+        )
+        observed = event.weeks["observed"].fillna(0)
+        values: dict[str, Any] = {
+            "last_period_id": str(last["period_id"]),
+            "weeks": len(event.weeks),
+            "total_cases": float(observed.sum()),
+            "peak_cases": float(observed.max()),
+            "severity": event.severity,
+        }
+        matched = _matching_alert(existing, event)
+        if matched is not None:
+            extended.append(matched.alert_id)
+            if (matched.last_period_id, matched.weeks, matched.severity) != (
+                values["last_period_id"],
+                values["weeks"],
+                values["severity"],
+            ):
+                # a later event matching the same alert sees this one's change, as it would
+                # one row update after another
+                matched.last_period_id = values["last_period_id"]
+                matched.weeks = values["weeks"]
+                matched.severity = values["severity"]
+                updates[matched.alert_id] = {"alert_id": matched.alert_id, **values}
+            continue
+        identifier = alert_id(
+            event.disease, event.org_unit_id, event.rule.rule, str(first["period_id"])
+        )
+        new_rows.append(
+            {
+                "alert_id": identifier,
+                "disease": event.disease,
+                "org_unit_id": event.org_unit_id,
+                "org_unit_level": event.org_unit_level,
+                "period_id": str(first["period_id"]),
+                "method": event.rule.label,
+                "rule": event.rule.rule,
+                "observed": _float(first["observed"]),
+                "expected": _float(first["expected"]),
+                "threshold": _float(first["threshold"]),
+                **values,
+                "status": "triggered",
+                "emerged_on": emerged,
+                "detected_at": detected_at,
+                "days_to_detect": _days(detected_at, emerged),
+                "created_at": now,
+                "updated_at": now,
+                "run_id": run_id,
             }
-            matched = _matching_alert(existing, event)
-            if matched is not None:
-                warehouse.execute(
-                    "update marts.alerts set last_period_id = $last, weeks = $weeks, "
-                    "total_cases = $total, peak_cases = $peak, severity = $severity, "
-                    "updated_at = $now, run_id = $run where alert_id = $id "
-                    "and (last_period_id <> $last or weeks <> $weeks or severity <> $severity)",
-                    {**values, "id": matched},
-                )
-                extended.append(matched)
-                continue
-            identifier = alert_id(
-                event.disease, event.org_unit_id, event.rule.rule, str(first["period_id"])
-            )
-            new_rows.append(
-                {
-                    "alert_id": identifier,
-                    "disease": event.disease,
-                    "org_unit_id": event.org_unit_id,
-                    "org_unit_level": event.org_unit_level,
-                    "period_id": str(first["period_id"]),
-                    "last_period_id": values["last"],
-                    "method": event.rule.label,
-                    "rule": event.rule.rule,
-                    "severity": event.severity,
-                    "observed": _float(first["observed"]),
-                    "expected": _float(first["expected"]),
-                    "threshold": _float(first["threshold"]),
-                    "total_cases": values["total"],
-                    "peak_cases": values["peak"],
-                    "weeks": values["weeks"],
-                    "status": "triggered",
-                    "emerged_on": emerged,
-                    "detected_at": detected_at,
-                    "days_to_detect": _days(detected_at, emerged),
-                    "created_at": now,
-                    "updated_at": now,
-                    "run_id": run_id,
-                }
-            )
+        )
+    with warehouse.transaction():
+        if updates:
+            _update_alerts(warehouse, list(updates.values()), now=now, run_id=run_id)
         if new_rows:
             _insert_alerts(warehouse, new_rows)
             transitions = pa.table(
@@ -315,6 +355,29 @@ def record_alerts(
             )
             warehouse.load_arrow("audit.alert_transitions", transitions)
     return AlertChanges(new=[r["alert_id"] for r in new_rows], extended=extended)
+
+
+def _update_alerts(
+    warehouse: Warehouse, rows: list[dict[str, Any]], *, now: datetime, run_id: str
+) -> None:
+    types = {"weeks": pa.int32(), "total_cases": pa.float64(), "peak_cases": pa.float64()}
+    warehouse.create_temp_table(_UPDATES, _UPDATE_COLUMNS)
+    warehouse.load_arrow(
+        _UPDATES,
+        pa.table(
+            {
+                c: pa.array([r[c] for r in rows], types.get(c, pa.string()))
+                for c, _ in _UPDATE_COLUMNS
+            }
+        ),
+    )
+    assigned = ", ".join(f"{column} = u.{column}" for column, _ in _UPDATE_COLUMNS[1:])
+    warehouse.execute(
+        f"update marts.alerts set {assigned}, updated_at = $now, run_id = $run "
+        f"from {_UPDATES} as u where marts.alerts.alert_id = u.alert_id",
+        {"now": now, "run": run_id},
+    )
+    warehouse.execute(f"drop table {_UPDATES}")
 
 
 def _float(value: Any) -> float | None:

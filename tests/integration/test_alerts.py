@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from pipelines.alerts.engine import AlertError, set_status
+from pipelines.alerts.engine import AlertError, Event, record_alerts, set_status
 from pipelines.alerts.pipeline import run_alerts
+from pipelines.alerts.rules import Rule
 from pipelines.audit import utc_now
 from pipelines.config import HealthpipeConfig
 from pipelines.run import open_warehouse, run_pipeline
 from pipelines.simulate import simulate
 from pipelines.simulate.country import build_country
+from pipelines.warehouse import Warehouse
 from tests.conftest import make_config
 
 FIXED_RULES = """
@@ -83,10 +87,73 @@ def test_a_rerun_raises_no_duplicate(alerting_country: Any) -> None:
     with open_warehouse(config) as warehouse:
         run_alerts(warehouse, config, run_id="alerts1")
         first = warehouse.fetchall("select alert_id from marts.alerts order by 1")
-        outcome = run_alerts(warehouse, config, run_id="alerts2")
+        # forced: evaluated again, not skipped as unchanged (the test below covers skipping)
+        outcome = run_alerts(warehouse, config, run_id="alerts2", force=True)
         second = warehouse.fetchall("select alert_id from marts.alerts order by 1")
+    assert not outcome.skipped
     assert outcome.new == []
     assert first == second
+
+
+def _alert_rows(warehouse: Any) -> list[tuple[Any, ...]]:
+    return warehouse.fetchall(
+        "select alert_id, disease, org_unit_id, period_id, last_period_id, weeks, severity "
+        "from marts.alerts order by alert_id"
+    )
+
+
+def test_an_evaluation_with_nothing_changed_is_skipped_and_any_change_is_judged(
+    alerting_country: Any, tmp_path: Path
+) -> None:
+    config, _ = alerting_country
+    # a copy of the warehouse: this test edits the weeks, the alerts and the rules
+    with open_warehouse(config) as warehouse:
+        warehouse.execute("checkpoint")
+    source = Path(config.warehouse.removeprefix("duckdb:///"))
+    shutil.copy(source, tmp_path / "copy.duckdb")
+    copy = config.model_copy(update={"warehouse": f"duckdb:///{tmp_path / 'copy.duckdb'}"})
+    with open_warehouse(copy) as warehouse:
+        run_alerts(warehouse, copy, run_id="first")
+        raised = _alert_rows(warehouse)
+        again = run_alerts(warehouse, copy, run_id="unchanged")
+        assert again.skipped and again.new == [] and again.signals == 0
+        message = warehouse.fetch_scalar(
+            "select message from audit.pipeline_runs where run_id = 'unchanged' and step = 'alerts'"
+        )
+        assert str(message).startswith("skipped:")
+
+        # an alert deleted by hand is raised again, with the same id
+        gone = raised[0][0]
+        warehouse.execute("delete from marts.alerts where alert_id = $id", {"id": gone})
+        redone = run_alerts(warehouse, copy, run_id="after-delete")
+        assert not redone.skipped and redone.new == [gone]
+        assert _alert_rows(warehouse) == raised
+
+        # a status change alone does not make the rules run again
+        set_status(warehouse, gone, "verified", actor="dso", note=None, now=utc_now())
+        assert run_alerts(warehouse, copy, run_id="after-status").skipped
+
+        # a corrected weekly count is judged again: a case where there was none is an alert
+        before = _alert_rows(warehouse)
+        warehouse.execute(
+            "update marts.fct_surveillance_weekly set cases = 1 where (disease, org_unit_id, "
+            "period_id) in (select disease, org_unit_id, period_id "
+            "from marts.fct_surveillance_weekly where disease = 'cholera' "
+            "and org_unit_level = 3 and coalesce(cases, 0) = 0 "
+            "order by org_unit_id, period_id limit 1)"
+        )
+        corrected = run_alerts(warehouse, copy, run_id="after-correction")
+        assert not corrected.skipped and corrected.signals > 0
+        assert _alert_rows(warehouse) != before
+
+    # changed rules are judged at once
+    rules = tmp_path / "rules.yml"
+    rules.write_text(FIXED_RULES.replace("alert_per_100k: 5", "alert_per_100k: 1"), "utf-8")
+    stricter = copy.model_copy(update={"alert_rules": rules})
+    with open_warehouse(stricter) as warehouse:
+        outcome = run_alerts(warehouse, stricter, run_id="new-rules")
+        assert not outcome.skipped
+        assert run_alerts(warehouse, stricter, run_id="new-rules-again").skipped
 
 
 def test_the_lifecycle_is_enforced_and_recorded(alerting_country: Any) -> None:
@@ -515,3 +582,63 @@ def test_three_lab_confirmed_measles_in_a_month_raise_an_alert(lab_country: Any)
     due = {(o, p) for o, p, in_month, week in months if in_month >= 3 and week > 0}
     assert due, "no district reached three lab-confirmed measles cases in four weeks"
     assert due <= set(raised), sorted(due - set(raised))[:5]
+
+
+CHOLERA = Rule(rule="idsr_single_case", kind="single_case", diseases=["cholera"])
+
+
+def _event(org_unit: str, weeks: list[tuple[int, float, str]]) -> Event:
+    """An event of ``(ISO week of 2026, cases, severity)`` weeks."""
+    starts = [pd.Timestamp(date.fromisocalendar(2026, week, 1)) for week, _, _ in weeks]
+    frame = pd.DataFrame(
+        {
+            "period_id": [f"2026W{week}" for week, _, _ in weeks],
+            "week_start_date": starts,
+            "org_unit_level": 3,
+            "last_reported_at": [start + pd.Timedelta(days=8) for start in starts],
+            "observed": [cases for _, cases, _ in weeks],
+            "expected": float("nan"),
+            "threshold": 1.0,
+            "severity": [severity for _, _, severity in weeks],
+        }
+    )
+    return Event("cholera", org_unit, 3, CHOLERA, frame)
+
+
+def test_alerts_are_extended_in_place_and_untouched_when_nothing_changed(
+    warehouse_url: str,
+) -> None:
+    """On both engines: a longer event updates its alert (one bulk update), a separate one is
+    a new alert, and recording the same events again rewrites no row."""
+    first_run = datetime(2026, 3, 2, 8)
+    with Warehouse.open(warehouse_url) as warehouse:
+        warehouse.ensure_schemas()
+        raised = record_alerts(
+            warehouse,
+            [_event("OU_A", [(1, 2, "alert"), (2, 1, "alert")]), _event("OU_B", [(3, 1, "alert")])],
+            run_id="one",
+            now=first_run,
+        )
+        assert len(raised.new) == 2 and raised.extended == []
+        longer = [
+            _event("OU_A", [(1, 2, "alert"), (2, 1, "alert"), (4, 6, "epidemic")]),
+            _event("OU_B", [(3, 1, "alert")]),
+            _event("OU_B", [(9, 1, "alert")]),
+        ]
+        second = record_alerts(warehouse, longer, run_id="two", now=first_run + timedelta(days=7))
+        rows = warehouse.fetchall(
+            "select org_unit_id, period_id, last_period_id, weeks, total_cases, peak_cases, "
+            "severity, run_id from marts.alerts order by org_unit_id, period_id"
+        )
+        assert len(second.new) == 1 and sorted(second.extended) == sorted(raised.new)
+        assert [tuple(row) for row in rows] == [
+            ("OU_A", "2026W1", "2026W4", 3, 9.0, 6.0, "epidemic", "two"),
+            ("OU_B", "2026W3", "2026W3", 1, 1.0, 1.0, "alert", "one"),
+            ("OU_B", "2026W9", "2026W9", 1, 1.0, 1.0, "alert", "two"),
+        ]
+        stamps = warehouse.fetchall("select alert_id, updated_at from marts.alerts order by 1")
+        third = record_alerts(warehouse, longer, run_id="three", now=first_run + timedelta(days=14))
+        assert third.new == [] and len(third.extended) == 3
+        assert warehouse.fetchall("select alert_id, updated_at from marts.alerts order by 1") == (
+            stamps
+        )
