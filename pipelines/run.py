@@ -52,7 +52,7 @@ from pipelines.transform import (
     run_dbt,
     source_freshness,
 )
-from pipelines.validate import DataDocs, build_data_docs, validate_pending
+from pipelines.validate import DataDocs, build_data_docs, data_docs_stale, validate_pending
 from pipelines.warehouse import Warehouse
 from pipelines.window import Window
 
@@ -595,7 +595,7 @@ def run_pipeline(
         if unchanged:
             with record_step(warehouse, summary.run_id, "transform") as step:
                 step.message = "skipped: nothing dbt reads changed since the last build"
-    if any(source.pages for source in summary.sources):
+    if data_docs_stale(data_docs(config)):
         build_data_docs(data_docs(config))
     summary.freshness = check_freshness(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
@@ -614,9 +614,7 @@ def run_pipeline(
         )
         failpoint("transform.after")
     with open_warehouse(config) as warehouse:
-        summary.alerts = run_alerts(
-            warehouse, config, run_id=summary.run_id, force=full_refresh
-        )
+        summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id, force=full_refresh)
         after_alerts = _fingerprint(warehouse, config)
     if after_alerts != inputs:
         # Alerting changed what the 7-1-7 marts read (new alerts, notifications): build again

@@ -276,6 +276,27 @@ def _store_result(
     context.validation_results_store.set(key, result)
 
 
+def data_docs_stale(docs: DataDocs) -> bool:
+    """Whether the Data Docs site is older than a suite or validation result GX stored (or
+    missing): a run that validated nothing new leaves it as it is (rendering it again costs
+    seconds, the better part of a run with nothing new)."""
+    index = docs.site_dir / "index.html"
+    if not index.exists():
+        return docs.gx_dir.exists()
+    rendered = index.stat().st_mtime_ns
+    stores = [
+        docs.gx_dir / "gx" / "expectations",
+        docs.gx_dir / "gx" / "uncommitted" / "validations",
+    ]
+    return any(
+        path.stat().st_mtime_ns > rendered
+        for store in stores
+        if store.exists()
+        for path in store.rglob("*")
+        if path.is_file()
+    )
+
+
 def build_data_docs(docs: DataDocs) -> Path:
     """Render the Data Docs site (every stored validation result) and return its index."""
     context = _gx_context(docs)
