@@ -11,7 +11,16 @@
                'fct_nutrition_screenings', 'fct_encounters', 'fct_alert_timeliness']) }}
 {% endmacro %}
 
-{% macro hp_derived_data_values_sql(definitions_relation, periods_relation) %}
+{#- The record sources built from the alert records, which alerting writes after the models it
+    reads are built: their derived values (7-1-7 timeliness) are kept apart
+    (int_alert_data_values) so that nothing alerting reads, and none of the large aggregation,
+    waits for or is rebuilt after the alerts (pipelines/run.py). -#}
+{% macro hp_alert_record_sources() %}
+    {{ return(['fct_alert_timeliness']) }}
+{% endmacro %}
+
+{#- The derived values of the definitions whose source is one of `sources`. -#}
+{% macro hp_derived_data_values_sql(definitions_relation, periods_relation, sources) %}
     {%- set definitions = [] -%}
     {%- if execute -%}
         {%- set rows = run_query(
@@ -23,10 +32,12 @@
                 {{ exceptions.raise_compiler_error(
                     "derived data element " ~ row[0] ~ ": " ~ row[1] ~ " is not a record source") }}
             {%- endif -%}
+            {%- if row[1] in sources -%}
             {%- do definitions.append({
                 'id': row[0], 'source': row[1], 'filter': row[2] | replace('double precision', hp_type_double()), 'value': row[3] | replace('double precision', hp_type_double()),
                 'period_type': row[4], 'date_column': row[5], 'period_column': row[6],
                 'org_unit_column': row[7], 'disaggregate_by': row[8]}) -%}
+            {%- endif -%}
         {%- endfor -%}
     {%- endif -%}
 

@@ -601,10 +601,9 @@ def run_pipeline(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
     )
     if not unchanged:
-        # Alerting reads two marts: only they and what they are built from are built before
-        # it. The rest (indicator values, data quality, the public layer with its small-cell
-        # suppression, the costliest part at national scale) waits for the build after the
-        # alerts, which most runs must make anyway.
+        # Everything but what reads the alert records: the marts alerting reads, the large
+        # aggregation, data quality. The rest (the 7-1-7 timeliness, the indicators, the
+        # public layer with its small-cell suppression) is built once, after the alerts.
         summary.dbt = transform(
             config,
             run_id=summary.run_id,
@@ -616,28 +615,18 @@ def run_pipeline(
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id, force=full_refresh)
         after_alerts = _fingerprint(warehouse, config)
-    if after_alerts != inputs:
-        # Alerting changed what the 7-1-7 marts read (new alerts, notifications): build again
-        # now, so a run's marts agree with its own alerts and the next run with nothing new
-        # changes nothing. (The 7-1-7 timeliness becomes derived data values, read by nearly
-        # every mart: a build of only the models downstream of the alerts left some
-        # data-quality marts differing from a full build, so the whole build is the safe one.)
-        with open_warehouse(config) as warehouse:
-            # indicators on data elements that only now have values (7-1-7) become computable
-            publish_indicator_definitions(warehouse, config)
-        after = transform(config, run_id=summary.run_id, quiet=quiet_dbt, on_node=on_node)
-        summary.dbt = after if summary.dbt is None else summary.dbt.combined(after)
-    elif not unchanged and summary.dbt is not None:
-        # everything the first build left out (cautious: with the tests that read models of
-        # both builds, which an eager exclusion would drop)
-        rest = transform(
+    if not unchanged or after_alerts != inputs:
+        # Built now, after the alerts (or, when nothing else changed, because alerting changed
+        # what they read: new alerts, notifications), so a run's marts agree with its own
+        # alerts and the next run with nothing new changes nothing.
+        after = transform(
             config,
             run_id=summary.run_id,
             quiet=quiet_dbt,
             on_node=on_node,
             part=AFTER_ALERTS,
         )
-        summary.dbt = summary.dbt.combined(rest)
+        summary.dbt = after if summary.dbt is None else summary.dbt.combined(after)
     if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
@@ -659,10 +648,10 @@ class SourcesFailed(HealthpipeError):
 
 @dataclass(frozen=True)
 class BuildPart:
-    """Part of the dbt project, as dbt selectors. Always with cautious indirect selection: a
-    test runs only in the build that makes the last model it reads (an eager selection tests
-    a model the part did not build; an eager exclusion drops every test reading an excluded
-    model, including the ones the other part never ran)."""
+    """Part of the dbt project, as dbt selectors, with eager indirect selection: a test runs
+    in a part that builds any model it reads. Selecting a set of models and excluding the
+    same set therefore split the tests too: the ones reading a model of the set run with it
+    (after the models of the other part they read, built before), the others without it."""
 
     select: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -676,28 +665,24 @@ class BuildPart:
 
     def args(self) -> list[str]:
         flags = [arg for verb, items in self._selectors() for arg in (f"--{verb}", *items)]
-        return [*flags, "--indirect-selection", "cautious"]
+        return [*flags, "--indirect-selection", "eager"]
 
     @property
     def description(self) -> str:
         return " ".join(arg for verb, items in self._selectors() for arg in (verb, *items))
 
 
-ALERT_INPUTS = ("+fct_surveillance_weekly", "+dim_org_unit")
-"""What alerting reads (pipelines/alerts), with every model and seed it is built from."""
+ALERT_READERS = ("source:alerting+",)
+"""What reads the alert records that alerting writes (the 7-1-7 timeliness, and the
+indicators and public tables built on it), as a dbt selector."""
 
-BEFORE_ALERTS = BuildPart(select=ALERT_INPUTS)
-"""The build before the alerts."""
+BEFORE_ALERTS = BuildPart(exclude=ALERT_READERS)
+"""The build before the alerts: everything else, including what alerting reads
+(``fct_surveillance_weekly``, ``dim_org_unit``) and every test of those models alone."""
 
-AFTER_ALERTS = BuildPart(
-    exclude=tuple(
-        f"{selector},resource_type:{kind}"
-        for selector in ALERT_INPUTS
-        for kind in ("model", "seed")
-    )
-)
-"""The build after alerts that changed nothing the models read: the rest of the project
-(the models and seeds built before are left out; their tests ran with them)."""
+AFTER_ALERTS = BuildPart(select=ALERT_READERS)
+"""The build after the alerts: the readers of the alert records with every test that reads
+one of them."""
 
 
 def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:

@@ -3,7 +3,8 @@
     "R:<data set>:<metric>" (read by R{dataSet.METRIC} operands), the values of derived
     data elements (int_derived_data_values) with their record source as `source`, and the
     data-quality counts of int_data_quality_facts as pseudo data elements "DQ_..." (seed
-    data_quality_elements). -#}
+    data_quality_elements). The values derived from the alert records are not here but in
+    int_alert_data_values, built after the alerts (pipelines/run.py). -#}
 {%- set reporting_metrics = ['expected_reports', 'actual_reports', 'actual_reports_on_time'] -%}
 
 with dhis2_values as (
@@ -49,24 +50,7 @@ reporting_counts as (
 
 derived_values as (
 
-    select
-        d.data_element_id,
-        -- a disaggregated derived element's combo is the value it was split by
-        coalesce(d.category_option_combo_id, 'HllvX50cXC0') as category_option_combo_id,
-        'HllvX50cXC0' as attribute_option_combo_id,
-        d.org_unit_id,
-        d.period_id,
-        -- sums and means of doubles come out of parallel aggregation in no fixed order:
-        -- 9 decimals keep them the same from run to run (and on both engines)
-        cast(cast(d.value as decimal(38, 9)) as {{ hp_type_double() }}) as value,
-        {{ hp_decimal_text('cast(d.value as decimal(38, 9))') }} as value_text,
-        d.source,
-        cast(null as {{ hp_type_text() }}) as data_set_id,
-        false as is_followup,
-        true as is_derived,
-        cast(null as timestamp) as source_updated_at,
-        cast(null as timestamp) as landed_at
-    from {{ ref('int_derived_data_values') }} as d
+    {{ hp_derived_as_data_values(ref('int_derived_data_values')) }}
 
 ),
 
@@ -102,22 +86,4 @@ all_values as (
 
 )
 
-select
-    v.data_element_id,
-    v.category_option_combo_id,
-    v.attribute_option_combo_id,
-    v.org_unit_id,
-    v.period_id,
-    p.period_type,
-    p.start_date as period_start_date,
-    p.end_date as period_end_date,
-    v.value,
-    v.value_text,
-    v.source,
-    v.data_set_id,
-    v.is_followup,
-    v.is_derived,
-    v.source_updated_at,
-    v.landed_at
-from all_values as v
-join {{ ref('int_periods') }} as p on p.period_id = v.period_id
+{{ hp_with_period_dates('all_values') }}

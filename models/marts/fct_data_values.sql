@@ -16,7 +16,11 @@ with fresh as (
     select
         v.*,
         cast(substr(v.period_id, 1, 4) as integer) as period_year
-    from {{ ref('int_data_values_unified') }} as v
+    from (
+        select * from {{ ref('int_data_values_unified') }}
+        union all
+        select * from {{ ref('int_alert_data_values') }}
+    ) as v
 
 ){{ ',' if is_incremental() }}
 

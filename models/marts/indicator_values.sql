@@ -1,10 +1,12 @@
 {#- Every computable indicator at every org-unit level and every period type at or above its
     data's own, like DHIS2 analytics. value = numerator / denominator * factor, NULL when the
-    denominator is missing or zero. -#}
+    denominator is missing or zero. The aggregated values are those of every data value and,
+    apart, those derived from the alert records (built after the alerts). -#}
 with evaluated as (
 
     {{ hp_indicator_values_sql(
-        ref('int_data_values_aggregated'),
+        '(select * from ' ~ ref('int_data_values_aggregated') ~ ' union all select * from '
+            ~ ref('int_alert_data_values_aggregated') ~ ') as aggregated',
         ref('stg_healthpipe__indicators'),
         ref('stg_healthpipe__indicator_operands')) }}
 

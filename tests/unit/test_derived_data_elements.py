@@ -122,8 +122,19 @@ def test_dbt_reads_exactly_the_record_sources_python_validates() -> None:
     listed = re.search(r"return\(\[(.*?)\]\)", macro, re.DOTALL)
     assert listed
     assert set(re.findall(r"'(\w+)'", listed.group(1))) == set(RECORD_SOURCES)
-    model = (PROJECT_DIR / "models" / "intermediate" / "int_derived_data_values.sql").read_text()
-    assert set(re.findall(r"ref\('(fct_\w+)'\)", model)) == set(RECORD_SOURCES)
+    # the facts are split between the values aggregated before the alerts and those over the
+    # alert records, aggregated after them (pipelines/run.py)
+    alert_sources = re.search(r"hp_alert_record_sources\(\) %}\s*{{ return\(\[(.*?)\]\)", macro)
+    assert alert_sources
+    after_alerts = set(re.findall(r"'(\w+)'", alert_sources.group(1)))
+    assert after_alerts == {"fct_alert_timeliness"}
+    intermediate = PROJECT_DIR / "models" / "intermediate"
+    for model, expected in (
+        ("int_derived_data_values", set(RECORD_SOURCES) - after_alerts),
+        ("int_alert_data_values", after_alerts),
+    ):
+        text = (intermediate / f"{model}.sql").read_text(encoding="utf-8")
+        assert set(re.findall(r"ref\('(fct_\w+)'\)", text)) == expected, model
     for source in RECORD_SOURCES:
         assert list(PROJECT_DIR.glob(f"models/marts/**/{source}.sql")), source
 
