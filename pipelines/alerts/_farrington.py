@@ -176,10 +176,20 @@ class GlmFit:
         return hat
 
 
-def _poisson_deviance(y: FloatArray, mu: FloatArray, prior: FloatArray) -> FloatArray:
+def _y_log_y(y: FloatArray) -> FloatArray:
+    """``y log y`` with 0 for y = 0: the part of the Poisson deviance that no fit changes."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu)
-    deviance: FloatArray = 2.0 * (prior * term).sum(axis=1)
+        out: FloatArray = np.where(y > 0, y * np.log(y), 0.0)
+    return out
+
+
+def _poisson_deviance(
+    y: FloatArray, y_log_y: FloatArray, eta: FloatArray, mu: FloatArray, prior: FloatArray
+) -> FloatArray:
+    """R's ``poisson()$dev.resids`` summed: ``2 sum prior (y log(y / mu) - (y - mu))``, with
+    log(mu) taken as the linear predictor that mu = exp(eta) came from (no logarithm of the
+    whole array per iteration)."""
+    deviance: FloatArray = 2.0 * (prior * (y_log_y - y * eta - y + mu)).sum(axis=1)
     return deviance
 
 
@@ -208,53 +218,28 @@ def fit_quasipoisson(
     Step halving (R's answer to a non-finite deviance) halves towards the previous
     coefficients; a first step that is not finite leaves the series unconverged (R stops
     with "no valid set of coefficients").
+
+    The series still iterating are kept in compact arrays (``_Irls``), shrunk only when some
+    finish: indexing every (series x weeks) array by the active rows at each iteration cost
+    more than the fit itself.
     """
     series, n = y.shape
     p = design.shape[1]
     mu = y + 0.1
-    eta = np.log(mu)
-    dev_old = _poisson_deviance(y, mu, prior)
     coef = np.zeros((series, p))
     working = np.zeros((series, n))
     cross = np.zeros((series, p, p))
     converged = np.zeros(series, dtype=bool)
-    active = np.ones(series, dtype=bool)
     started = np.zeros(series, dtype=bool)
+    state = _Irls.start(y, offset, prior, p)
     for _ in range(MAX_ITERATIONS):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
+        if state.rows.size == 0:
             break
-        m, e = mu[idx], eta[idx]
-        z = e - offset[idx] + (y[idx] - m) / m
-        w = prior[idx] * m
-        xtwx = _weighted_cross(design, w)
-        beta = _solve(xtwx, (w * z) @ design)
-        eta_new = beta @ design.T + offset[idx]
-        with np.errstate(over="ignore"):
-            mu_new = np.exp(eta_new)
-        dev = _poisson_deviance(y[idx], mu_new, prior[idx])
-        bad = ~np.isfinite(dev) | ~np.all((mu_new > 0) & np.isfinite(mu_new), axis=1)
-        for _halving in range(MAX_ITERATIONS):
-            fixable = bad & started[idx]
-            if not fixable.any():
-                break
-            beta[fixable] = (beta[fixable] + coef[idx[fixable]]) / 2
-            eta_new[fixable] = beta[fixable] @ design.T + offset[idx[fixable]]
-            mu_new[fixable] = np.exp(eta_new[fixable])
-            dev[fixable] = _poisson_deviance(y[idx[fixable]], mu_new[fixable], prior[idx[fixable]])
-            bad = ~np.isfinite(dev) | ~np.all((mu_new > 0) & np.isfinite(mu_new), axis=1)
-        if bad.any():
-            # No valid coefficients: this series stays unconverged and stops here.
-            active[idx[bad]] = False
-        good = ~bad
-        gi = idx[good]
-        coef[gi], eta[gi], mu[gi] = beta[good], eta_new[good], mu_new[good]
-        working[gi], cross[gi] = w[good], xtwx[good]
-        started[gi] = True
-        done = np.abs(dev[good] - dev_old[gi]) / (np.abs(dev[good]) + 0.1) < EPSILON
-        converged[gi[done]] = True
-        active[gi[done]] = False
-        dev_old[gi] = dev[good]
+        finished = state.step(design)
+        if finished.any():
+            state.write(finished, coef, mu, working, cross, converged, started)
+            state = state.keep(~finished)
+    state.write(np.ones(state.rows.size, dtype=bool), coef, mu, working, cross, converged, started)
     try:
         cov_unscaled = np.asarray(np.linalg.inv(cross), dtype=np.float64)
     except np.linalg.LinAlgError:
@@ -265,6 +250,118 @@ def fit_quasipoisson(
         dispersion = np.where(working > 0, working * residuals**2, 0.0).sum(axis=1) / df
     dispersion = np.where(df > 0, dispersion, np.nan)
     return GlmFit(coef, mu, working, cov_unscaled, converged & started, df, dispersion)
+
+
+@dataclass
+class _Irls:
+    """The series of one IRLS batch that are still iterating, one row each."""
+
+    rows: IntArray  # their positions in the batch
+    y: FloatArray
+    y_log_y: FloatArray
+    offset: FloatArray
+    prior: FloatArray
+    eta: FloatArray
+    mu: FloatArray
+    coef: FloatArray
+    working: FloatArray
+    cross: FloatArray
+    deviance: FloatArray
+    started: BoolArray
+    converged: BoolArray
+
+    @classmethod
+    def start(cls, y: FloatArray, offset: FloatArray, prior: FloatArray, p: int) -> _Irls:
+        series, n = y.shape
+        mu = y + 0.1  # glm.fit's mustart for the Poisson family
+        eta = np.log(mu)
+        y_log_y = _y_log_y(y)
+        return cls(
+            rows=np.arange(series),
+            y=y,
+            y_log_y=y_log_y,
+            offset=offset,
+            prior=prior,
+            eta=eta,
+            mu=mu,
+            coef=np.zeros((series, p)),
+            working=np.zeros((series, n)),
+            cross=np.zeros((series, p, p)),
+            deviance=_poisson_deviance(y, y_log_y, eta, mu, prior),
+            started=np.zeros(series, dtype=bool),
+            converged=np.zeros(series, dtype=bool),
+        )
+
+    def step(self, design: FloatArray) -> BoolArray:
+        """One IRLS iteration of every row; returns the rows that stop here (converged, or
+        with no valid coefficients)."""
+        z = self.eta - self.offset + (self.y - self.mu) / self.mu
+        w = self.prior * self.mu
+        xtwx = _weighted_cross(design, w)
+        beta = _solve(xtwx, (w * z) @ design)
+        eta_new = beta @ design.T + self.offset
+        with np.errstate(over="ignore"):
+            mu_new = np.exp(eta_new)
+        dev = self._deviance(eta_new, mu_new)
+        bad = _invalid(dev, mu_new)
+        for _halving in range(MAX_ITERATIONS):
+            fixable = bad & self.started
+            if not fixable.any():
+                break
+            beta[fixable] = (beta[fixable] + self.coef[fixable]) / 2
+            eta_new[fixable] = beta[fixable] @ design.T + self.offset[fixable]
+            mu_new[fixable] = np.exp(eta_new[fixable])
+            dev[fixable] = self._deviance(eta_new, mu_new, fixable)
+            bad = _invalid(dev, mu_new)
+        good = ~bad
+        if good.all():
+            self.coef, self.eta, self.mu, self.working, self.cross = beta, eta_new, mu_new, w, xtwx
+        else:
+            self.coef[good], self.eta[good], self.mu[good] = beta[good], eta_new[good], mu_new[good]
+            self.working[good], self.cross[good] = w[good], xtwx[good]
+        self.started |= good
+        with np.errstate(invalid="ignore"):
+            done = good & (np.abs(dev - self.deviance) / (np.abs(dev) + 0.1) < EPSILON)
+        self.converged |= done
+        self.deviance = np.where(good, dev, self.deviance)
+        # No valid coefficients: the series stays unconverged and stops here.
+        finished: BoolArray = done | bad
+        return finished
+
+    def _deviance(
+        self, eta: FloatArray, mu: FloatArray, where: BoolArray | None = None
+    ) -> FloatArray:
+        if where is None:
+            return _poisson_deviance(self.y, self.y_log_y, eta, mu, self.prior)
+        return _poisson_deviance(
+            self.y[where], self.y_log_y[where], eta[where], mu[where], self.prior[where]
+        )
+
+    def write(
+        self,
+        which: BoolArray,
+        coef: FloatArray,
+        mu: FloatArray,
+        working: FloatArray,
+        cross: FloatArray,
+        converged: BoolArray,
+        started: BoolArray,
+    ) -> None:
+        """Copy the rows ``which`` into the batch's result arrays."""
+        rows = self.rows[which]
+        coef[rows], mu[rows], working[rows] = self.coef[which], self.mu[which], self.working[which]
+        cross[rows] = self.cross[which]
+        converged[rows], started[rows] = self.converged[which], self.started[which]
+
+    def keep(self, which: BoolArray) -> _Irls:
+        """The rows ``which`` only."""
+        return _Irls(**{name: getattr(self, name)[which] for name in self.__dataclass_fields__})
+
+
+def _invalid(dev: FloatArray, mu: FloatArray) -> BoolArray:
+    """Rows whose step gave a non-finite deviance or fitted mean (glm.fit's validity check)."""
+    bad: BoolArray = ~np.isfinite(dev) | ~np.all((mu > 0) & np.isfinite(mu), axis=1)
+    return bad
 
 
 def anscombe_residuals(
@@ -284,8 +381,8 @@ def assign_weights(residuals: FloatArray, threshold: float) -> FloatArray:
     Works row-wise on a (S, n) array.
     """
     outlier = residuals > threshold
-    with np.errstate(divide="ignore"):
-        inverse_square = np.where(outlier, residuals ** (-2.0), 1.0)
+    inverse_square = np.ones_like(residuals)
+    inverse_square[outlier] = residuals[outlier] ** (-2.0)
     gamma = residuals.shape[-1] / inverse_square.sum(axis=-1, keepdims=True)
     weights: FloatArray = gamma * inverse_square
     return weights
