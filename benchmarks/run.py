@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -204,7 +205,11 @@ def run_stage(name: str, **args: Any) -> dict[str, Any]:
         capture_output=True, text=True, cwd=ROOT, env=env, check=False,
     )  # fmt: skip
     if completed.returncode != 0:
-        raise RuntimeError(f"stage {name} failed:\n{completed.stderr[-4000:]}")
+        error = completed.stderr[-4000:]
+        if completed.returncode < 0 or not error.strip():
+            # killed (the out-of-memory killer, someone stopping it): its stderr does not say
+            error += f"\n{exit_status(completed.returncode)}"
+        raise RuntimeError(f"stage {name} failed:\n{error}")
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0
     print(
@@ -226,6 +231,20 @@ def attempt(name: str, **args: Any) -> dict[str, Any]:
     except RuntimeError as error:
         print(f"  {name:<22} FAILED: {str(error)[-2000:]}", flush=True)
         return {"failed": failure_reason(str(error))}
+
+
+def exit_status(returncode: int) -> str:
+    """How a stage's process ended, for the failure reason: a process killed by a signal (the
+    kernel's out-of-memory killer, or someone stopping it) writes no error of its own."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}" + (
+            " (out of memory, or stopped by hand)" if returncode == -9 else ""
+        )
+    return f"exited with status {returncode}"
 
 
 def failure_reason(error: str) -> str:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import report
-from benchmarks.run import attempt, failed_stages, failure_reason, medians, warehouse_url
+from benchmarks.run import (
+    attempt,
+    exit_status,
+    failed_stages,
+    failure_reason,
+    medians,
+    warehouse_url,
+)
 
 
 def _figures(seconds: float) -> dict[str, Any]:
@@ -27,6 +34,14 @@ def test_the_reason_kept_is_the_last_line_without_this_machines_paths() -> None:
     assert (
         failure_reason(error) == "TransformError: failed in (models/marts/a.sql); full log: dbt.log"
     )
+
+
+def test_a_stage_killed_by_a_signal_says_so() -> None:
+    # a killed process writes nothing: the reason is how it ended, not an empty line
+    error = f"stage pipeline failed:\n\n{exit_status(-9)}"
+    assert failure_reason(error) == "killed by SIGKILL (out of memory, or stopped by hand)"
+    assert exit_status(-15) == "killed by SIGTERM"
+    assert exit_status(2) == "exited with status 2"
 
 
 def test_medians_leave_out_failed_runs_and_keep_the_reason() -> None:
