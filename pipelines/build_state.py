@@ -12,12 +12,18 @@ the one recorded after the last successful build:
 - the dbt project (models, macros, seeds, tests, dbt_project.yml), the indicator and
   derived-data-element files, and the dbt environment (target, variables);
 so a changed model file or indicator YAML rebuilds as surely as new data does.
+
+The fingerprint has two parts (:class:`Fingerprint`): what the build before the alerts reads
+(everything but the alert records) and the whole. When only the alert records changed (an
+alert acknowledged or closed, a notification sent), a run builds only the models after the
+alerts (``pipelines.run``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.paths import DBT_PROJECT_DIR
@@ -28,11 +34,16 @@ WATCHED_SCHEMAS = ("raw",)
 """Schemas whose tables the dbt models read."""
 WATCHED_TABLES = (("marts", "alerts"),)
 """Tables outside them that the models read (the 7-1-7 timeliness of alerts)."""
-STATE_DDL = """create table if not exists audit.build_state (
+STATE_DDL = (
+    """create table if not exists audit.build_state (
     fingerprint text not null,
     run_id text not null,
-    built_at timestamp not null
-)"""
+    built_at timestamp not null,
+    before_alerts text
+)""",
+    # warehouses built before the fingerprint had two parts
+    "alter table audit.build_state add column if not exists before_alerts text",
+)
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
@@ -47,7 +58,8 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def _table_stats(warehouse: Warehouse) -> list[str]:
+def _table_stats(warehouse: Warehouse) -> list[tuple[bool, str]]:
+    """One line per table the models read, flagged True for the alert records."""
     schemas = ", ".join(f"'{schema}'" for schema in WATCHED_SCHEMAS)
     watched = " or ".join(
         f"(t.table_schema = '{schema}' and t.table_name = '{name}')"
@@ -72,38 +84,60 @@ def _table_stats(warehouse: Warehouse) -> list[str]:
         else:
             measures = "count(*)"
         row = warehouse.fetchall(f"select {measures} from {schema}.{name}")[0]
-        stats.append(f"{schema}.{name}:" + "|".join(str(value) for value in row))
+        line = f"{schema}.{name}:" + "|".join(str(value) for value in row)
+        stats.append(((schema, name) in WATCHED_TABLES, line))
     return stats
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the models read: ``before_alerts`` all but the alert records, ``whole`` all."""
+
+    before_alerts: str
+    whole: str
 
 
 def fingerprint(
     warehouse: Warehouse, indicator_paths: Iterable[Path], dbt_env: Mapping[str, str]
-) -> str:
+) -> Fingerprint:
     digest = hashlib.sha256()
-    for line in _table_stats(warehouse):
+    stats = _table_stats(warehouse)
+    for _, line in (stat for stat in stats if not stat[0]):
         digest.update(line.encode() + b"\n")
     project = [DBT_PROJECT_DIR / part for part in PROJECT_PARTS]
     for path in _files([*project, *indicator_paths]):
         digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     for key in sorted(dbt_env):
         digest.update(f"{key}={dbt_env[key]}\n".encode())
-    return digest.hexdigest()
+    whole = digest.copy()
+    for _, line in (stat for stat in stats if stat[0]):
+        whole.update(line.encode() + b"\n")
+    return Fingerprint(before_alerts=digest.hexdigest(), whole=whole.hexdigest())
 
 
-def last_fingerprint(warehouse: Warehouse) -> str | None:
+def _ensure_table(warehouse: Warehouse) -> None:
+    for statement in STATE_DDL:
+        warehouse.execute(statement)
+
+
+def last_fingerprint(warehouse: Warehouse) -> Fingerprint | None:
     """The fingerprint of the last successful build, if the marts it built still exist."""
-    warehouse.execute(STATE_DDL)
+    _ensure_table(warehouse)
     if not warehouse.table_exists("marts", "indicator_values"):
         return None
     rows = warehouse.fetchall(
-        "select fingerprint from audit.build_state order by built_at desc limit 1"
+        "select before_alerts, fingerprint from audit.build_state order by built_at desc limit 1"
     )
-    return str(rows[0][0]) if rows else None
+    if not rows:
+        return None
+    # a build recorded before the two parts existed matches no first part: built again once
+    return Fingerprint(before_alerts=str(rows[0][0] or ""), whole=str(rows[0][1]))
 
 
-def record_build(warehouse: Warehouse, value: str, run_id: str, now: object) -> None:
-    warehouse.execute(STATE_DDL)
+def record_build(warehouse: Warehouse, value: Fingerprint, run_id: str, now: object) -> None:
+    _ensure_table(warehouse)
     warehouse.execute(
-        "insert into audit.build_state (fingerprint, run_id, built_at) values ($f, $run, $now)",
-        {"f": value, "run": run_id, "now": now},
+        "insert into audit.build_state (fingerprint, before_alerts, run_id, built_at) "
+        "values ($f, $before, $run, $now)",
+        {"f": value.whole, "before": value.before_alerts, "run": run_id, "now": now},
     )

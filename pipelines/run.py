@@ -591,16 +591,23 @@ def run_pipeline(
         with record_step(warehouse, summary.run_id, "indicators") as step:
             step.rows_out = publish_indicator_definitions(warehouse, config)
         inputs = _fingerprint(warehouse, config)
-        unchanged = not full_refresh and inputs == build_state.last_fingerprint(warehouse)
-        if unchanged:
+        last = None if full_refresh else build_state.last_fingerprint(warehouse)
+        # the part before the alerts reads everything but the alert records: an alert
+        # acknowledged since the last build changes only what the part after them reads
+        build_before = last is None or inputs.before_alerts != last.before_alerts
+        if not build_before:
             with record_step(warehouse, summary.run_id, "transform") as step:
-                step.message = "skipped: nothing dbt reads changed since the last build"
+                step.message = (
+                    "skipped: nothing dbt reads changed since the last build"
+                    if last is not None and inputs.whole == last.whole
+                    else "skipped before the alerts: only the alert records changed"
+                )
     if data_docs_stale(data_docs(config)):
         build_data_docs(data_docs(config))
     summary.freshness = check_freshness(
         config, run_id=summary.run_id, source_types=[source.type for source in sources]
     )
-    if not unchanged:
+    if build_before:
         # Everything but what reads the alert records: the marts alerting reads, the large
         # aggregation, data quality. The rest (the 7-1-7 timeliness, the indicators, the
         # public layer with its small-cell suppression) is built once, after the alerts.
@@ -615,10 +622,10 @@ def run_pipeline(
     with open_warehouse(config) as warehouse:
         summary.alerts = run_alerts(warehouse, config, run_id=summary.run_id, force=full_refresh)
         after_alerts = _fingerprint(warehouse, config)
-    if not unchanged or after_alerts != inputs:
-        # Built now, after the alerts (or, when nothing else changed, because alerting changed
-        # what they read: new alerts, notifications), so a run's marts agree with its own
-        # alerts and the next run with nothing new changes nothing.
+    if build_before or last is None or after_alerts.whole != last.whole:
+        # Built now, after the alerts (or, when nothing else changed, because the alert
+        # records did: new alerts, notifications, an alert acknowledged), so a run's marts
+        # agree with its own alerts and the next run with nothing new changes nothing.
         after = transform(
             config,
             run_id=summary.run_id,
@@ -627,7 +634,6 @@ def run_pipeline(
             part=AFTER_ALERTS,
         )
         summary.dbt = after if summary.dbt is None else summary.dbt.combined(after)
-    if after_alerts != inputs or not unchanged:
         with open_warehouse(config) as warehouse:
             build_state.record_build(warehouse, after_alerts, summary.run_id, utc_now())
     if failures:
@@ -685,7 +691,7 @@ AFTER_ALERTS = BuildPart(select=ALERT_READERS)
 one of them."""
 
 
-def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> str:
+def _fingerprint(warehouse: Warehouse, config: HealthpipeConfig) -> build_state.Fingerprint:
     """What the models read now (see :mod:`pipelines.build_state`)."""
     return build_state.fingerprint(
         warehouse,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines import build_state
+from pipelines.alerts.engine import set_status
 from pipelines.run import AFTER_ALERTS, BEFORE_ALERTS, RunSummary, run_pipeline
 from pipelines.warehouse import Warehouse
 from tests.conftest import make_config
@@ -91,6 +94,20 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
     # the rules are not evaluated again
     assert again.alerts is not None and again.alerts.skipped
 
+    # an alert verified since: only the models after the alerts read the alert records
+    with Warehouse.open(url) as warehouse:
+        alert_id = warehouse.fetch_scalar(
+            "select min(alert_id) from marts.alerts where status = 'triggered'"
+        )
+        set_status(warehouse, alert_id, "verified", actor="test", note=None, now=datetime.now(UTC))
+    verified = run_pipeline(config)
+    assert transform_builds(url, verified) == [
+        "skipped before the alerts: only the alert records changed",
+        AFTER_ALERTS.description,
+    ]
+    assert indicator_rows(url) == built
+    assert run_pipeline(config).dbt is None
+
     (extra / "extra.yml").write_text(EXTRA_INDICATOR, encoding="utf-8")
     with_indicator = run_pipeline(config)
     assert with_indicator.dbt is not None
@@ -116,3 +133,24 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
 
     assert run_pipeline(config).dbt is None
     assert run_pipeline(config, full_refresh=True).dbt is not None
+
+
+def test_a_build_recorded_before_the_fingerprint_had_two_parts_is_built_again(
+    tmp_path: Path,
+) -> None:
+    with Warehouse.open(f"duckdb:///{tmp_path / 'warehouse.duckdb'}") as warehouse:
+        for schema in ("marts", "audit"):
+            warehouse.execute(f"create schema if not exists {schema}")
+        warehouse.execute("create table marts.indicator_values (indicator_id text)")
+        warehouse.execute(
+            "create table audit.build_state "
+            "(fingerprint text not null, run_id text not null, built_at timestamp not null)"
+        )
+        warehouse.execute(
+            "insert into audit.build_state values ('old', 'run_1', timestamp '2026-01-01')"
+        )
+        last = build_state.last_fingerprint(warehouse)
+        assert last == build_state.Fingerprint(before_alerts="", whole="old")
+        now = build_state.Fingerprint(before_alerts="b", whole="w")
+        build_state.record_build(warehouse, now, "run_2", datetime(2026, 1, 2))
+        assert build_state.last_fingerprint(warehouse) == now
