@@ -194,7 +194,79 @@ def goals_section(results: dict[str, dict[str, Any]]) -> list[str]:
             verdict = "" if met is None else (" **yes**" if met else " **no**")
             cells.append(f"{text}{verdict}")
         lines.append(f"| {goal.name} | {goal.target} | " + " | ".join(cells) + " |")
+    if GOAL_SCALE in results:
+        lines += ["", verdicts(results[GOAL_SCALE])]
     return [*lines, ""]
+
+
+GOAL_SCALE = "L"
+
+
+def verdicts(result: dict[str, Any]) -> str:
+    """The goals met, not met and not measured at the goals' own scale, in one sentence."""
+    found: dict[str, list[str]] = {"met": [], "not met": [], "not measured": []}
+    for goal in GOALS:
+        try:
+            _, _, met = goal.measure(result)
+        except StageFailed:
+            found["not measured"].append(f"{goal.name} (its stage failed)")
+            continue
+        except (KeyError, ValueError, ZeroDivisionError):
+            found["not measured"].append(goal.name)
+            continue
+        found["met" if met else "not met"].append(goal.name)
+    said = "; ".join(
+        f"**{kind}** ({len(names)}): {', '.join(names)}" for kind, names in found.items() if names
+    )
+    return f"At {result['scale']}, the scale the goals are set for: {said}."
+
+
+PULLING = "pulling pages"
+"""The extract step less the landing, validation and reconciliation it spans."""
+
+
+def full_refresh_steps(full: dict[str, Any]) -> dict[str, float]:
+    """The full refresh's steps that do not overlap, in seconds (from ``audit.pipeline_runs``):
+    the extract step spans landing, validation and reconciliation, so it counts as the pages'
+    pulling alone."""
+    steps = {k[5:-2]: float(v) for k, v in full.items() if k.startswith("step_")}
+    steps.pop("extract", None)
+    if "extract_s" in full:
+        steps[PULLING] = float(full["extract_s"])
+    return steps
+
+
+def profile_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Per scale, the slowest step of the full refresh and, when it is the transform, the dbt
+    nodes that took longest (dbt's own time per node, from ``audit.dbt_node_runs``)."""
+    lines = ["## Profile of the slowest stage", ""]
+    for scale, result in results.items():
+        full = result["medians"].get("full_refresh", {})
+        steps = full_refresh_steps(full) if "failed" not in full else {}
+        if not steps:
+            continue
+        slowest = max(steps, key=lambda step: steps[step])
+        total = float(full["seconds"])
+        line = (
+            f"- **{scale}**: full refresh {total:,.1f} s; its slowest step is **{slowest}**, "
+            f"{steps[slowest]:,.1f} s ({steps[slowest] / total:.0%})"
+        )
+        nodes = full.get("slowest_nodes")
+        if slowest == "transform" and nodes:
+            named = ", ".join(
+                f"`{node.split('.')[-1]}` ({node.split('.')[0]}) {seconds:,.1f} s"
+                for node, seconds in nodes
+            )
+            line += (
+                f". dbt ran {full.get('dbt_nodes', 0):,} nodes for {full.get('dbt_node_s', 0):,.1f}"
+                f" s of their own time; the slowest: {named}."
+            )
+        elif slowest == "transform":
+            line += "; this run predates the per-node record (`audit.dbt_node_runs`)."
+        else:
+            line += "."
+        lines.append(line)
+    return [*lines, ""] if len(lines) > 2 else []
 
 
 STAGE_LABELS = {
@@ -241,15 +313,12 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             f"{stage['rows_per_s']:,.0f} | {_peak(stage)} |"
         )
     full = result["medians"].get("full_refresh", {})
-    if "failed" in full:
-        full = {}
-    steps = {k[5:-2]: v for k, v in full.items() if k.startswith("step_")}
+    steps = full_refresh_steps(full) if "failed" not in full else {}
     lines.append("")
     if steps:
         lines += [
-            "Inside the full refresh (seconds, from `audit.pipeline_runs`): pulling pages (the "
-            "extract step less landing, validation and reconciliation) "
-            f"{full.get('extract_s', 0):,.1f}; "
+            "Inside the full refresh (seconds, from `audit.pipeline_runs`; pulling pages is the "
+            "extract step less landing, validation and reconciliation): "
             + "; ".join(f"{step} {seconds:,.1f}" for step, seconds in sorted(steps.items()))
             + ".",
             "",
@@ -327,6 +396,7 @@ def write_results_table(notes: str = "") -> None:
         lines += [notes_file.read_text(encoding="utf-8").strip(), ""]
     if results:
         lines += goals_section(results)
+        lines += profile_section(results)
         for result in results.values():
             lines += scale_section(result)
     lines += simulator_section()

@@ -394,6 +394,11 @@ def medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 )
             summary["extract_s"] = statistics.median(r["extract_s"] for r in stage_runs)
             summary["data_values"] = statistics.median(r["data_values"] for r in stage_runs)
+        if "slowest_nodes" in stage_runs[0]:
+            # a profile is one run's: the run whose time is nearest the median
+            middle = min(stage_runs, key=lambda r: abs(r["seconds"] - seconds))
+            for key in ("slowest_nodes", "dbt_node_s", "dbt_nodes"):
+                summary[key] = middle[key]
         out[name] = summary
     return out
 

@@ -116,6 +116,10 @@ def extract_source(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "rows": rows, "entities": counts}
 
 
+SLOWEST = 12
+"""How many of a run's slowest dbt nodes the pipeline stage records."""
+
+
 @stage
 def pipeline(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.run import run_pipeline
@@ -137,6 +141,12 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         }
         indicator_rows = warehouse.row_count("marts.indicator_values")
         raw_rows = warehouse.row_count("raw.dhis2__data_values")
+        # where the transform's time went: dbt's own time per node (audit.dbt_node_runs)
+        nodes = warehouse.fetchall(
+            "select unique_id, sum(seconds) as seconds from audit.dbt_node_runs "
+            "where run_id = $run group by unique_id order by seconds desc",
+            {"run": summary.run_id},
+        )
     received = sum(c.received for s in summary.sources for c in s.entities.values())
     values = sum(
         s.entities["data_values"].received for s in summary.sources if "data_values" in s.entities
@@ -154,6 +164,9 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         # and reconciling inside it did not take
         "extract_s": max(float(steps.get("extract", 0.0)) - ingest, 0.0),
         "ingest_steps_s": ingest,
+        "dbt_nodes": len(nodes),
+        "dbt_node_s": sum(float(seconds) for _, seconds in nodes),
+        "slowest_nodes": [[str(node), float(seconds)] for node, seconds in nodes[:SLOWEST]],
     }
 
 

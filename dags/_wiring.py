@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import (
@@ -21,6 +21,7 @@ from airflow.sdk import (
     ExceptionRetryPolicy,
     RetryAction,
     RetryRule,
+    get_current_context,
 )
 from airflow.sdk.definitions.callback import SyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
@@ -28,6 +29,9 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from pipelines.config import HealthpipeConfig, SourceConfig, load_config
 from pipelines.orchestration import warehouse_pool
 from pipelines.schedules import PRESETS, schedule_interval
+
+if TYPE_CHECKING:
+    from pipelines.run import BuildPart
 
 OWNER = "healthpipe"
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
@@ -169,3 +173,12 @@ def run_id(context: Any) -> str:
     """healthpipe's run id for audit rows: the DAG and Airflow run, so a row leads back to
     its task log."""
     return f"{context['dag'].dag_id}:{context['run_id']}"
+
+
+def build_models(part: BuildPart) -> dict[str, Any]:
+    """``dbt build`` of ``part`` of the project from inside a task, recorded under the task's
+    run id; what the task returns to XCom."""
+    from pipelines.run import transform
+
+    outcome = transform(config(), run_id=run_id(get_current_context()), part=part)
+    return {"nodes_passed": outcome.succeeded, "warnings": len(outcome.warned)}

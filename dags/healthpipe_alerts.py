@@ -8,14 +8,19 @@ Scheduled on the `healthpipe://warehouse/marts` Asset (after every `dbt build`):
    `marts.alerts`; an alert is never raised twice;
 2. **notify** sends every alert a channel has not had yet (`notifications:`: email or
    webhook) and records each delivery in `audit.notifications`; a channel that is down is
-   tried again on the next run. It updates `healthpipe://warehouse/marts/alerts`.
+   tried again on the next run;
+3. **dbt_build_after_alerts** builds the models that read the alert records (`--select
+   source:alerting+`: the 7-1-7 timeliness, `indicator_values`, the public layer with its
+   small-cell suppression), which the transform DAG leaves for after the alerts, and updates
+   `healthpipe://warehouse/marts/alerts`. It runs after notify because a notification
+   stamps the alert (`notified_at`), which the 7-1-7 "notify" interval reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from _wiring import ALERTS, MARTS, START, config, deadline, default_args, pool, run_id
+from _wiring import ALERTS, MARTS, START, build_models, config, deadline, default_args, pool, run_id
 from airflow.sdk import dag, get_current_context, task
 
 DAG_ID = "healthpipe_alerts"
@@ -48,7 +53,7 @@ def healthpipe_alerts() -> None:
             "skipped": outcome.skipped,
         }
 
-    @task(pool=pool(), outlets=[ALERTS])
+    @task(pool=pool())
     def notify() -> dict[str, dict[str, int]]:
         from pipelines.alerts.notify import notify as send_pending
         from pipelines.audit import record_step, utc_now
@@ -66,7 +71,13 @@ def healthpipe_alerts() -> None:
             step.rows_quarantined = sum(c.failed for c in counts.values())
         return {name: {"sent": c.sent, "failed": c.failed} for name, c in counts.items()}
 
-    detect_and_record() >> notify()
+    @task(pool=pool(), outlets=[ALERTS])
+    def dbt_build_after_alerts() -> dict[str, Any]:
+        from pipelines.run import AFTER_ALERTS
+
+        return build_models(AFTER_ALERTS)
+
+    detect_and_record() >> notify() >> dbt_build_after_alerts()
 
 
 healthpipe_alerts()

@@ -8,11 +8,15 @@ Scheduled on the sources' Assets: whenever a source has landed and validated new
    and is recorded in `audit.validation_results`; it does not stop the build);
 2. **publish_indicators** compiles the indicator YAML files for the dbt models;
 3. **dbt_build** runs `dbt build` in-process (dbt's programmatic runner) on the configured
-   warehouse and updates the `healthpipe://warehouse/marts` Asset, which schedules the
-   alerts DAG.
+   warehouse, for every model that does not read the alert records (`--exclude
+   source:alerting+`: the marts alerting reads, the aggregation, data quality), and updates
+   the `healthpipe://warehouse/marts` Asset, which schedules the alerts DAG. The alerts DAG
+   builds the rest (the 7-1-7 timeliness, `indicator_values`, the public layer) after the
+   alerts, as `healthpipe run` does: each model is built once per chain, and the marts agree
+   with the alerts of the same chain.
 
 `dbt build` recomputes every model from what raw holds, so a run for any interval (a
-backfill included) leaves the marts as a normal run would. Both tasks write the warehouse and
+backfill included) leaves the marts as a normal run would. The tasks write the warehouse and
 take the `healthpipe_duckdb` pool's one slot when the warehouse is DuckDB.
 """
 
@@ -20,7 +24,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from _wiring import MARTS, START, config, deadline, default_args, pool, run_id, source_asset
+from _wiring import (
+    MARTS,
+    START,
+    build_models,
+    config,
+    deadline,
+    default_args,
+    pool,
+    run_id,
+    source_asset,
+)
 from airflow.sdk import AssetAny, dag, get_current_context, task
 
 DAG_ID = "healthpipe_transform"
@@ -61,10 +75,9 @@ def healthpipe_transform() -> None:
 
     @task(pool=pool(), outlets=[MARTS])
     def dbt_build() -> dict[str, Any]:
-        from pipelines.run import transform
+        from pipelines.run import BEFORE_ALERTS
 
-        outcome = transform(config(), run_id=run_id(get_current_context()))
-        return {"nodes_passed": outcome.succeeded, "warnings": len(outcome.warned)}
+        return build_models(BEFORE_ALERTS)
 
     source_freshness() >> publish_indicators() >> dbt_build()
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from pipelines.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from pipelines.transform import NodeRun
 
 
 def utc_now() -> datetime:
@@ -60,6 +65,27 @@ def start_step(
         },
     )
     return current
+
+
+def record_node_runs(
+    warehouse: Warehouse, current: Step, run_id: str, nodes: Sequence[NodeRun]
+) -> None:
+    """One ``audit.dbt_node_runs`` row per dbt node a transform step ran."""
+    if not nodes:
+        return
+    warehouse.load_arrow(
+        "audit.dbt_node_runs",
+        pa.table(
+            {
+                "step_id": pa.array([current.step_id] * len(nodes), pa.string()),
+                "run_id": pa.array([run_id] * len(nodes), pa.string()),
+                "unique_id": pa.array([n.unique_id for n in nodes], pa.string()),
+                "status": pa.array([n.status for n in nodes], pa.string()),
+                "seconds": pa.array([n.seconds for n in nodes], pa.float64()),
+                "message": pa.array([n.message or None for n in nodes], pa.string()),
+            }
+        ),
+    )
 
 
 def finish_step(warehouse: Warehouse, current: Step, status: str) -> None:

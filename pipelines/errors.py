@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class HealthpipeError(Exception):
     """An error the user can act on; the command line prints its message without a traceback."""
@@ -20,7 +23,13 @@ class ValidationFailed(HealthpipeError):
 
 
 class TransformError(HealthpipeError):
-    """dbt failed; the message names the model or test and dbt's first error line."""
+    """dbt failed; the message names the model or test and dbt's first error line.
+    ``nodes``: the results of the nodes dbt did run (``pipelines.transform.NodeRun``), so a
+    failed build's timings are recorded too."""
+
+    def __init__(self, message: str, *, nodes: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.nodes = list(nodes)
 
 
 class IndicatorDefinitionError(HealthpipeError):

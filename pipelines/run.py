@@ -24,13 +24,14 @@ from pipelines.audit import (
     first_line,
     load_cursor,
     new_run_id,
+    record_node_runs,
     record_step,
     save_cursor,
     start_step,
     utc_now,
 )
 from pipelines.config import HealthpipeConfig, SourceConfig
-from pipelines.errors import ConfigError, HealthpipeError
+from pipelines.errors import ConfigError, HealthpipeError, TransformError
 from pipelines.failpoints import failpoint
 from pipelines.indicators import (
     check_operands,
@@ -49,6 +50,7 @@ from pipelines.transform import (
     DbtOutcome,
     FreshnessResult,
     NodeCallback,
+    NodeRun,
     run_dbt,
     source_freshness,
 )
@@ -520,6 +522,7 @@ def transform(
     finally:
         warehouse.close()
     status = "failed"
+    nodes: list[NodeRun] = []
     try:
         # The public layer's small-cell threshold comes from healthpipe.yml.
         variables = json.dumps({"healthpipe_small_cell_threshold": config.small_cell_threshold})
@@ -532,10 +535,13 @@ def transform(
             quiet=quiet,
             on_node=on_node,
         )
+        nodes = outcome.nodes
         step.rows_out = outcome.succeeded
         status = "success"
         return outcome
     except BaseException as exc:
+        if isinstance(exc, TransformError):
+            nodes = exc.nodes
         step.message = first_line(exc)
         raise
     finally:
@@ -543,6 +549,7 @@ def transform(
             # dbt rebuilt the marts without their row-level security: put it back at once
             # (until then a rebuilt table has no grants either, so nothing is exposed)
             apply_access_policies(warehouse)
+            record_node_runs(warehouse, step, run_id, nodes)
             finish_step(warehouse, step, status)
 
 

@@ -111,6 +111,15 @@ AUDIT_DDL: tuple[str, ...] = (
     rows_duplicate bigint,
     message text
 )""",
+    # one row per dbt node of a transform step (pipeline_runs.step_id): where its time went
+    """create table if not exists audit.dbt_node_runs (
+    step_id text not null,
+    run_id text not null,
+    unique_id text not null,
+    status text not null,
+    seconds double precision not null,
+    message text
+)""",
     """create table if not exists audit.source_state (
     source_name text not null,
     entity text not null,

@@ -28,6 +28,16 @@ NodeCallback = Callable[[str, int, int], None]
 """Called as dbt finishes each node with (unique id, nodes finished, nodes selected)."""
 
 
+@dataclass(frozen=True)
+class NodeRun:
+    """One dbt node's result in an invocation: where a slow build's time went."""
+
+    unique_id: str
+    status: str  # dbt's: success, pass, warn, fail, error, skipped
+    seconds: float  # dbt's execution time of the node
+    message: str = ""
+
+
 @dataclass
 class DbtOutcome:
     command: str
@@ -35,6 +45,7 @@ class DbtOutcome:
     failed: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     skipped: int = 0
+    nodes: list[NodeRun] = field(default_factory=list)
 
     def combined(self, later: DbtOutcome) -> DbtOutcome:
         """This build and a later one of the same run, counted together."""
@@ -44,6 +55,7 @@ class DbtOutcome:
             failed=[*self.failed, *later.failed],
             warned=[*self.warned, *later.warned],
             skipped=self.skipped + later.skipped,
+            nodes=[*self.nodes, *later.nodes],
         )
 
 
@@ -106,6 +118,10 @@ def run_dbt(
     for node in _node_results(result.result):
         status = str(getattr(node, "status", "")).lower()
         name = getattr(getattr(node, "node", None), "unique_id", "?")
+        lines = (getattr(node, "message", "") or "").strip().splitlines()
+        first_line = lines[0] if lines else ""
+        seconds = float(getattr(node, "execution_time", 0.0) or 0.0)
+        outcome.nodes.append(NodeRun(name, status, seconds, first_line))
         if status in ("success", "pass"):
             outcome.succeeded += 1
         elif status == "warn":
@@ -113,14 +129,14 @@ def run_dbt(
         elif status == "skipped":
             outcome.skipped += 1
         else:
-            message = (getattr(node, "message", "") or "").strip().splitlines()
-            outcome.failed.append(f"{name}: {message[0] if message else status}")
+            outcome.failed.append(f"{name}: {first_line or status}")
     if not result.success or outcome.failed:
         first = outcome.failed[0] if outcome.failed else _first_line(result.exception)
         more = f" (and {len(outcome.failed) - 1} more)" if len(outcome.failed) > 1 else ""
         raise TransformError(
             f"dbt {' '.join(args)} failed on {target}: {first}{more}; "
-            f"full log: {work / 'logs' / 'dbt.log'}"
+            f"full log: {work / 'logs' / 'dbt.log'}",
+            nodes=outcome.nodes,
         )
     return outcome
 

@@ -19,9 +19,9 @@ ingest DAGs run side by side):
 The ingest DAGs are unpaused one after the other, DHIS2 first (catch-up off: the scheduler
 creates one run each, for the latest interval): other sources validate their facilities
 against the org units DHIS2 landed. When both have finished, transform is unpaused and triggered once, as the
-LocalExecutor run orders it (left unpaused, it would run once per source's Asset event, and
-the first alerts run would feed the second build's alert-based indicators); its marts Asset
-schedules the alerts DAG. When the chain is quiet, the bulletin DAG is unpaused and runs for
+LocalExecutor run orders it (left unpaused, it would run once per source's Asset event, the
+whole chain again for the second); its marts Asset schedules the alerts DAG, which builds the
+models reading the alerts after them. When the chain is quiet, the bulletin DAG is unpaused and runs for
 the last complete week. Every task instance must succeed at its first try, each DAG must have
 run once, and both workers must have run tasks.
 

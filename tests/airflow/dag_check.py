@@ -42,6 +42,7 @@ def main() -> None:
                 "has_failure_callback": bool((dag.default_args or {}).get("on_failure_callback")),
                 "tasks": sorted(dag.task_ids),
                 "pools": {t.task_id: t.pool for t in dag.tasks},
+                "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
                 "mapped": sorted(t.task_id for t in dag.tasks if t.is_mapped),
                 "timetable": type(dag.timetable).__name__,
                 "catchup": dag.catchup,

@@ -1,7 +1,9 @@
 """A backfill of one month reproduces the marts of the original runs, and leaves the cursor
-alone: warehouse A is pulled whole and built; warehouse B is A with a month of DHIS2 data
-values and registrations lost from raw, then repaired by a windowed ingest DAG run for that
-month and a transform DAG run (dag.test, against the sandbox's DHIS2 Web API)."""
+alone: warehouse A is pulled whole, built, alerted and built after the alerts; warehouse B is
+A with a month of DHIS2 data values and registrations lost from raw and its marts emptied,
+then repaired by a windowed ingest DAG run for that month, a transform DAG run and an alerts
+DAG run (dag.test, against the sandbox's DHIS2 Web API): the transform DAG builds what does
+not read the alert records, the alerts DAG the rest, so every compared mart is rebuilt."""
 
 from __future__ import annotations
 
@@ -13,10 +15,17 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.alerts.pipeline import run_alerts
 from pipelines.config import parse_config
 from pipelines.orchestration import Pull, ingest_pull
 from pipelines.periods import parse_period
-from pipelines.run import open_warehouse, publish_indicator_definitions, transform
+from pipelines.run import (
+    AFTER_ALERTS,
+    BEFORE_ALERTS,
+    open_warehouse,
+    publish_indicator_definitions,
+    transform,
+)
 from pipelines.sandbox.server import start_sandbox
 from pipelines.simulate import simulate
 from pipelines.simulate.country import build_country
@@ -100,7 +109,10 @@ def test_a_one_month_backfill_reproduces_the_marts_and_leaves_the_cursor(
         ingest_pull(config_a, "hmis", Pull(label="hmis", org_units=None), run_id="original")
         with open_warehouse(config_a) as warehouse:
             publish_indicator_definitions(warehouse, config_a)
-        transform(config_a, run_id="original")
+        transform(config_a, run_id="original", part=BEFORE_ALERTS)
+        with open_warehouse(config_a) as warehouse:
+            run_alerts(warehouse, config_a, run_id="original")
+        transform(config_a, run_id="original", part=AFTER_ALERTS)
 
         # B: A having lost December's data values and registrations from raw.
         shutil.copy(tmp_path / "a.duckdb", tmp_path / "b.duckdb")
@@ -120,6 +132,9 @@ def test_a_one_month_backfill_reproduces_the_marts_and_leaves_the_cursor(
                     [december],
                 ).fetchone()
                 lost[table] = int(row[0]) if row else 0
+            # emptied, so that a mart neither DAG rebuilt cannot pass as reproduced
+            for table in MARTS:
+                connection.execute(f"delete from marts.{table}")
         assert all(lost.values()), lost
         before = cursors(tmp_path / "b.duckdb")
         assert before, "the original pull saved no cursor"
@@ -131,7 +146,7 @@ def test_a_one_month_backfill_reproduces_the_marts_and_leaves_the_cursor(
             "--conf",
             f'healthpipe_ingest_hmis={{"window": "{FIRST}/{LAST}"}}',
             "--run",
-            "healthpipe_ingest_hmis,healthpipe_transform",
+            "healthpipe_ingest_hmis,healthpipe_transform,healthpipe_alerts",
         )
     for dag_id, state in report["states"].items():
         assert state.endswith("success"), (dag_id, state, output[-3000:])

@@ -116,6 +116,14 @@ def test_one_ingest_dag_per_source_and_every_dag_parses_fast(
     assert report["dags"]["healthpipe_transform"]["timetable"] == "AssetTriggeredTimetable"
     assert report["dags"]["healthpipe_alerts"]["timetable"] == "AssetTriggeredTimetable"
     assert set(report["dags"]["healthpipe_transform"]["pools"].values()) == {"healthpipe_duckdb"}
+    # the models reading the alert records are built after the alerts and their notifications
+    alerts = report["dags"]["healthpipe_alerts"]
+    assert alerts["downstream"] == {
+        "detect_and_record": ["notify"],
+        "notify": ["dbt_build_after_alerts"],
+        "dbt_build_after_alerts": [],
+    }
+    assert set(alerts["pools"].values()) == {"healthpipe_duckdb"}
 
 
 def test_a_postgresql_warehouse_lets_tasks_run_in_parallel(

@@ -55,6 +55,20 @@ def transform_builds(url: str, summary: RunSummary) -> list[str | None]:
         ]
 
 
+def node_runs(url: str, summary: RunSummary) -> dict[tuple[str, str], str | None]:
+    """A run's dbt nodes as (unique id, status), each with the message of its build step;
+    the time is dbt's own (a skipped node has none, the models of a build do)."""
+    with Warehouse.open(url) as warehouse:
+        rows = warehouse.fetchall(
+            "select n.unique_id, n.status, p.message, n.seconds from audit.dbt_node_runs n "
+            "join audit.pipeline_runs p on p.step_id = n.step_id where n.run_id = $run",
+            {"run": summary.run_id},
+        )
+    assert all(seconds >= 0 for *_, seconds in rows)
+    assert not rows or any(seconds > 0 for *_, seconds in rows)
+    return {(unique_id, status): message for unique_id, status, message, _ in rows}
+
+
 def public_indicators(url: str) -> set[str]:
     with Warehouse.open(url) as warehouse:
         return {
@@ -82,6 +96,13 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
     assert alerts > 0
     assert transform_builds(url, first) == [BEFORE_ALERTS.description, AFTER_ALERTS.description]
     built = indicator_rows(url)
+    # every node dbt ran is in audit.dbt_node_runs under its build step, with its time
+    recorded = node_runs(url, first)
+    assert sorted(recorded) == sorted((n.unique_id, n.status) for n in first.dbt.nodes)
+    assert recorded[("model.healthpipe.int_data_values_aggregated", "success")] == (
+        BEFORE_ALERTS.description
+    )
+    assert recorded[("model.healthpipe.indicator_values", "success")] == AFTER_ALERTS.description
 
     site = tmp_path / "state" / "site" / "data-docs" / "index.html"
     rendered = site.stat().st_mtime_ns
@@ -93,6 +114,7 @@ def test_builds_are_skipped_only_when_nothing_changed(demo_country: Path, tmp_pa
     # the alerting step still runs (it retries notifications), but nothing it reads changed:
     # the rules are not evaluated again
     assert again.alerts is not None and again.alerts.skipped
+    assert node_runs(url, again) == {}
 
     # an alert verified since: only the models after the alerts read the alert records
     with Warehouse.open(url) as warehouse:

@@ -132,12 +132,18 @@ def test_the_data_test_catches_a_mask_left_alone(tmp_path: Path) -> None:
             "where org_unit_id = 'F5' and measure = 'cases')"
         )
         env = warehouse.dbt_env()
-    with pytest.raises(TransformError, match="assert_suppressed_cells_are_not_recoverable"):
+    with pytest.raises(
+        TransformError, match="assert_suppressed_cells_are_not_recoverable"
+    ) as failed:
         run_dbt(
             ["test", "--select", "assert_suppressed_cells_are_not_recoverable"],
             dbt_env=env,
             state_dir=tmp_path / "state",
         )
+    # the failure carries what dbt ran, so a failed build's timings are recorded too
+    (node,) = failed.value.nodes
+    assert node.unique_id.endswith(".assert_suppressed_cells_are_not_recoverable")
+    assert node.status == "fail" and node.seconds > 0
 
 
 def test_cells_are_numbered_in_byte_order_across_every_public_table(tmp_path: Path) -> None:
