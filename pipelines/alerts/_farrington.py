@@ -209,6 +209,31 @@ def _weighted_cross(design: FloatArray, weights: FloatArray) -> FloatArray:
     return cross
 
 
+def _absent_columns(design: FloatArray, prior: FloatArray) -> FloatArray:
+    """(S, p), 1.0 where a series has no week with prior weight in the column (a seasonal
+    level all of whose weeks are missing), else 0.0."""
+    absent: FloatArray = (((prior > 0).astype(np.float64) @ (design != 0)) == 0).astype(np.float64)
+    return absent
+
+
+def _with_absent_columns(cross: FloatArray, absent: FloatArray) -> FloatArray:
+    """X'WX with 1 on the diagonal of the absent columns: their rows and columns are zero,
+    so the system splits into the fit without them and ``coefficient = 0`` for them."""
+    if not absent.any():
+        return cross
+    regular = cross.copy()
+    diagonal = np.arange(cross.shape[-1])
+    regular[:, diagonal, diagonal] += absent
+    return regular
+
+
+def _inverse(cross: FloatArray) -> FloatArray:
+    try:
+        return np.asarray(np.linalg.inv(cross), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        return np.asarray(np.linalg.pinv(cross), dtype=np.float64)
+
+
 def fit_quasipoisson(
     design: FloatArray, y: FloatArray, offset: FloatArray, prior: FloatArray
 ) -> GlmFit:
@@ -222,16 +247,22 @@ def fit_quasipoisson(
     The series still iterating are kept in compact arrays (``_Irls``), shrunk only when some
     finish: indexing every (series x weeks) array by the active rows at each iteration cost
     more than the fit itself.
+
+    A row of ``prior`` 0 is a missing week of that series: it is left out of the fit, as R's
+    ``na.omit`` leaves it out of the model frame. A column with no week left (a seasonal level
+    whose weeks are all missing in that series) is left out as R's pivoting leaves it out:
+    coefficient 0, no variance, not counted in the rank.
     """
     series, n = y.shape
     p = design.shape[1]
+    absent = _absent_columns(design, prior)
     mu = y + 0.1
     coef = np.zeros((series, p))
     working = np.zeros((series, n))
     cross = np.zeros((series, p, p))
     converged = np.zeros(series, dtype=bool)
     started = np.zeros(series, dtype=bool)
-    state = _Irls.start(y, offset, prior, p)
+    state = _Irls.start(y, offset, prior, absent)
     for _ in range(MAX_ITERATIONS):
         if state.rows.size == 0:
             break
@@ -240,11 +271,12 @@ def fit_quasipoisson(
             state.write(finished, coef, mu, working, cross, converged, started)
             state = state.keep(~finished)
     state.write(np.ones(state.rows.size, dtype=bool), coef, mu, working, cross, converged, started)
-    try:
-        cov_unscaled = np.asarray(np.linalg.inv(cross), dtype=np.float64)
-    except np.linalg.LinAlgError:
-        cov_unscaled = np.asarray(np.linalg.pinv(cross), dtype=np.float64)
-    df = (prior > 0).sum(axis=1).astype(np.float64) - p
+    cov_unscaled = _inverse(_with_absent_columns(cross, absent))
+    if absent.any():
+        present = 1.0 - absent
+        cov_unscaled *= present[:, :, None] * present[:, None, :]
+    rank = p - absent.sum(axis=1)
+    df = (prior > 0).sum(axis=1).astype(np.float64) - rank
     residuals = (y - mu) / mu
     with np.errstate(divide="ignore", invalid="ignore"):
         dispersion = np.where(working > 0, working * residuals**2, 0.0).sum(axis=1) / df
@@ -261,6 +293,7 @@ class _Irls:
     y_log_y: FloatArray
     offset: FloatArray
     prior: FloatArray
+    absent: FloatArray  # (S, p) 1.0 for a column left out of that series' fit
     eta: FloatArray
     mu: FloatArray
     coef: FloatArray
@@ -271,8 +304,11 @@ class _Irls:
     converged: BoolArray
 
     @classmethod
-    def start(cls, y: FloatArray, offset: FloatArray, prior: FloatArray, p: int) -> _Irls:
+    def start(
+        cls, y: FloatArray, offset: FloatArray, prior: FloatArray, absent: FloatArray
+    ) -> _Irls:
         series, n = y.shape
+        p = absent.shape[1]
         mu = y + 0.1  # glm.fit's mustart for the Poisson family
         eta = np.log(mu)
         y_log_y = _y_log_y(y)
@@ -282,6 +318,7 @@ class _Irls:
             y_log_y=y_log_y,
             offset=offset,
             prior=prior,
+            absent=absent,
             eta=eta,
             mu=mu,
             coef=np.zeros((series, p)),
@@ -298,12 +335,12 @@ class _Irls:
         z = self.eta - self.offset + (self.y - self.mu) / self.mu
         w = self.prior * self.mu
         xtwx = _weighted_cross(design, w)
-        beta = _solve(xtwx, (w * z) @ design)
+        beta = _solve(_with_absent_columns(xtwx, self.absent), (w * z) @ design)
         eta_new = beta @ design.T + self.offset
         with np.errstate(over="ignore"):
             mu_new = np.exp(eta_new)
         dev = self._deviance(eta_new, mu_new)
-        bad = _invalid(dev, mu_new)
+        bad = _invalid(dev, mu_new, self.prior)
         for _halving in range(MAX_ITERATIONS):
             fixable = bad & self.started
             if not fixable.any():
@@ -312,7 +349,7 @@ class _Irls:
             eta_new[fixable] = beta[fixable] @ design.T + self.offset[fixable]
             mu_new[fixable] = np.exp(eta_new[fixable])
             dev[fixable] = self._deviance(eta_new, mu_new, fixable)
-            bad = _invalid(dev, mu_new)
+            bad = _invalid(dev, mu_new, self.prior)
         good = ~bad
         if good.all():
             self.coef, self.eta, self.mu, self.working, self.cross = beta, eta_new, mu_new, w, xtwx
@@ -358,9 +395,11 @@ class _Irls:
         return _Irls(**{name: getattr(self, name)[which] for name in self.__dataclass_fields__})
 
 
-def _invalid(dev: FloatArray, mu: FloatArray) -> BoolArray:
-    """Rows whose step gave a non-finite deviance or fitted mean (glm.fit's validity check)."""
-    bad: BoolArray = ~np.isfinite(dev) | ~np.all((mu > 0) & np.isfinite(mu), axis=1)
+def _invalid(dev: FloatArray, mu: FloatArray, prior: FloatArray) -> BoolArray:
+    """Rows whose step gave a non-finite deviance or fitted mean (glm.fit's validity check)
+    at a week in the fit (a missing week, prior 0, is not in R's model frame)."""
+    valid = (mu > 0) & np.isfinite(mu)
+    bad: BoolArray = ~np.isfinite(dev) | ~np.all(valid | (prior == 0), axis=1)
     return bad
 
 
@@ -374,16 +413,25 @@ def anscombe_residuals(
     return scaled
 
 
-def assign_weights(residuals: FloatArray, threshold: float) -> FloatArray:
+def assign_weights(
+    residuals: FloatArray, threshold: float, kept: BoolArray | None = None
+) -> FloatArray:
     """Weights ``gamma s^-2`` where s > threshold and ``gamma`` elsewhere, averaging to 1.
 
     ``algo.farrington.assign.weights``: gamma = n / sum(s^-2 over outliers + 1 otherwise).
-    Works row-wise on a (S, n) array.
+    Works row-wise on a (S, n) array; ``kept`` (S, n) marks the weeks in the fit (a missing
+    week gets weight 0 and does not count in n).
     """
-    outlier = residuals > threshold
-    inverse_square = np.ones_like(residuals)
+    if kept is None:
+        outlier = residuals > threshold
+        inverse_square = np.ones_like(residuals)
+        n: float | FloatArray = float(residuals.shape[-1])
+    else:
+        outlier = kept & (residuals > threshold)
+        inverse_square = kept.astype(np.float64)
+        n = kept.sum(axis=-1, keepdims=True).astype(np.float64)
     inverse_square[outlier] = residuals[outlier] ** (-2.0)
-    gamma = residuals.shape[-1] / inverse_square.sum(axis=-1, keepdims=True)
+    gamma = n / inverse_square.sum(axis=-1, keepdims=True)
     weights: FloatArray = gamma * inverse_square
     return weights
 
@@ -408,17 +456,19 @@ def fit_flexible(
     offset: FloatArray,
     reweight: bool,
     weights_threshold: float,
+    kept: BoolArray | None = None,
 ) -> FlexibleFit:
-    """``algo.farrington.fitGLM.flexible`` for one design (with or without trend column).
+    """``algo.farrington.fitGLM.flexible`` for one design (with or without trend column);
+    ``kept`` (S, n): the weeks of each series in its fit (all without it).
 
     The convergence of the reweighted refit is not checked, as in the package.
     """
-    ones = np.ones_like(y)
-    first = fit_quasipoisson(design, y, offset, ones)
+    prior = np.ones_like(y) if kept is None else kept.astype(np.float64)
+    first = fit_quasipoisson(design, y, offset, prior)
     if not reweight:
-        return FlexibleFit(first, first.phi, first.converged, first.dispersion, ones)
+        return FlexibleFit(first, first.phi, first.converged, first.dispersion, prior)
     residuals = anscombe_residuals(y, first.mu, first.hat_values(design), first.phi)
-    omega = assign_weights(residuals, weights_threshold)
+    omega = assign_weights(residuals, weights_threshold, kept)
     second = fit_quasipoisson(design, y, offset, omega)
     working_residuals = (y - second.mu) / second.mu
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -646,8 +696,12 @@ def _predict(
     argument of ``predict.glm``, so R uses ``summary.glm``'s dispersion (not max(phi, 1);
     see :class:`FlexibleFit`) for the standard error; so do we.
     """
-    eta0 = fit.glm.coef @ x0 + offset0
-    quad = np.einsum("i,sij,j->s", x0, fit.glm.cov_unscaled, x0)
+    if x0.ndim == 1:
+        eta0 = fit.glm.coef @ x0 + offset0
+        quad = np.einsum("i,sij,j->s", x0, fit.glm.cov_unscaled, x0)
+    else:  # one prediction row per series (its trend time depends on its first kept week)
+        eta0 = np.einsum("si,si->s", fit.glm.coef, x0) + offset0
+        quad = np.einsum("si,sij,sj->s", x0, fit.glm.cov_unscaled, x0)
     return eta0, np.sqrt(quad * fit.summary_dispersion)
 
 
@@ -661,19 +715,22 @@ def _trend_p_value(fit: FlexibleFit, column: int) -> FloatArray:
 
 @dataclass
 class _Job:
-    """Judged week k of the series ``members``, which share the baseline rows ``keep``."""
+    """Judged week k of the series ``members``, which share the baseline rows ``keep``; or,
+    with ``keep`` None, whose missing weeks are left out of each series' fit by weight 0."""
 
     k: int
     members: IntArray
     design: _Design
-    keep: IntArray
+    keep: IntArray | None
 
 
 def _signature(job: _Job) -> bytes:
-    """Jobs with the same signature have the same design matrix and prediction row: the
-    baseline rows relative to week k, their seasonal levels, and which of them are kept."""
+    """Jobs with the same signature have the same design matrix: the baseline rows relative
+    to week k, their seasonal levels, and which of them are kept (or that each series keeps
+    its own)."""
     relative = (job.design.rows - job.k).astype(np.int64)
-    return b"|".join((relative.tobytes(), job.design.levels.tobytes(), job.keep.tobytes()))
+    kept = b"own" if job.keep is None else job.keep.tobytes()
+    return b"|".join((relative.tobytes(), job.design.levels.tobytes(), kept))
 
 
 def judge_week(
@@ -681,10 +738,11 @@ def judge_week(
     offset: FloatArray,
     offset0: FloatArray,
     observed: FloatArray,
-    wtime0: float,
+    wtime0: float | FloatArray,
     design: _Design,
     keep: IntArray,
     params: FarringtonParams,
+    kept: BoolArray | None = None,
 ) -> WeekResult:
     """Fit a baseline and threshold its judged week, for rows that share one design.
 
@@ -693,6 +751,8 @@ def judge_week(
     ``offset0`` and ``observed`` (R,) its judged week's. ``wtime0`` is the judged week's
     time: R predicts at (date_k - first kept date) / 7 although wtime starts at the first
     row before missing counts are dropped, and the two differ when that first row is missing.
+    With ``kept`` (R, n), every row has its own kept weeks (0 counts elsewhere, weight 0) and
+    its own ``wtime0``.
     """
     series = response.shape[0]
 
@@ -714,8 +774,14 @@ def judge_week(
     if params.trend:
         x_t, x0_t, tcol = _columns(design, keep, params, trend=True)
         assert tcol is not None
-        x0_t[tcol] = wtime0
-        with_trend = fit_flexible(x_t, response, offset, params.reweight, params.weights_threshold)
+        if kept is not None:
+            x0_t = np.repeat(x0_t[None, :], series, axis=0)
+            x0_t[:, tcol] = wtime0
+        else:
+            x0_t[tcol] = wtime0
+        with_trend = fit_flexible(
+            x_t, response, offset, params.reweight, params.weights_threshold, kept
+        )
         eta_t, _ = _predict(with_trend, x0_t, offset0)
         significant = _trend_p_value(with_trend, tcol) < params.p_threshold_trend
         no_extrapolation = np.exp(eta_t) <= response.max(axis=1)
@@ -726,7 +792,7 @@ def judge_week(
         need_plain = ~keep_trend
     if need_plain.any():
         x_p, x0_p, _ = _columns(design, keep, params, trend=False)
-        plain = fit_flexible(x_p, response, offset, params.reweight, params.weights_threshold)
+        plain = fit_flexible(x_p, response, offset, params.reweight, params.weights_threshold, kept)
         chosen_fit.append((need_plain & plain.ok, plain, x0_p))
 
     for mask, fit, x0 in chosen_fit:
@@ -761,8 +827,15 @@ def farrington_flexible(
     population: FloatArray | None,
     params: FarringtonParams,
     judge: BoolArray,
+    *,
+    weigh_missing: bool = True,
 ) -> dict[str, FloatArray | BoolArray]:
-    """Run Farrington flexible on every series (rows of ``values``) at the weeks in ``judge``."""
+    """Run Farrington flexible on every series (rows of ``values``) at the weeks in ``judge``.
+
+    ``weigh_missing``: series with missing baseline weeks are fitted together with the
+    complete ones, each missing week given weight 0; without it, only series with the same
+    missing weeks are fitted together (the same results, one batch per missing pattern).
+    """
     series, length = values.shape
     out: dict[str, FloatArray | BoolArray] = {
         name: np.full((series, length), np.nan)
@@ -780,23 +853,37 @@ def farrington_flexible(
         design = baseline_design(days, k, params)
         if design is None:
             continue
-        for members, keep in _groups_by_missing(np.isnan(values[:, design.rows])):
-            if keep.size > 0:
-                job = _Job(k, members, design, keep)
-                alike.setdefault(_signature(job), []).append(job)
+        for job in _jobs(k, design, np.isnan(values[:, design.rows]), params, weigh_missing):
+            alike.setdefault(_signature(job), []).append(job)
     for jobs in alike.values():
         for chunk in _chunks(jobs, MAX_BATCH_ROWS):
             series_index = np.concatenate([job.members for job in chunk])
             week_index = np.concatenate([np.full(job.members.size, job.k) for job in chunk])
             first = chunk[0]
-            week = judge_week(
-                *_stacked(values, log_population, chunk),
-                observed=values[series_index, week_index],
-                wtime0=float(first.k - first.design.rows[first.keep][0]),
-                design=first.design,
-                keep=first.keep,
-                params=params,
-            )
+            if first.keep is None:
+                kept = np.concatenate(
+                    [~np.isnan(values[job.members][:, job.design.rows]) for job in chunk]
+                )
+                # the judged week's time counts from each row's first kept week
+                before = (first.k - first.design.rows).astype(np.float64)
+                week = judge_week(
+                    *_stacked(values, log_population, chunk),
+                    observed=values[series_index, week_index],
+                    wtime0=before[np.argmax(kept, axis=1)],
+                    design=first.design,
+                    keep=np.arange(first.design.rows.size),
+                    params=params,
+                    kept=kept,
+                )
+            else:
+                week = judge_week(
+                    *_stacked(values, log_population, chunk),
+                    observed=values[series_index, week_index],
+                    wtime0=float(first.k - first.design.rows[first.keep][0]),
+                    design=first.design,
+                    keep=first.keep,
+                    params=params,
+                )
             for name, array in (
                 ("expected", week.expected),
                 ("threshold", week.upper),
@@ -834,17 +921,48 @@ def _chunks(jobs: list[_Job], max_rows: int) -> list[list[_Job]]:
     return batches
 
 
+def _jobs(
+    k: int, design: _Design, missing: BoolArray, params: FarringtonParams, weigh_missing: bool
+) -> list[_Job]:
+    """Week k's jobs: with ``weigh_missing``, one for every series that keeps a week of the
+    reference level (the lowest one, R's first factor level), whatever else it misses; one per
+    missing pattern for the rest (without the reference level, the intercept and the other
+    levels' columns are collinear, and R's pivoting drops a column the weights cannot)."""
+    some = ~missing.all(axis=1)
+    if weigh_missing:
+        if params.no_periods == 1:
+            own = some
+        else:
+            reference = design.levels == design.levels.min()
+            own = some & ~missing[:, reference].all(axis=1)
+        jobs = [_Job(k, np.flatnonzero(own), design, None)] if own.any() else []
+        rest = np.flatnonzero(~own)
+    else:
+        jobs, rest = [], np.arange(missing.shape[0])
+    for members, keep in _groups_by_missing(missing[rest]):
+        if keep.size > 0:
+            jobs.append(_Job(k, rest[members], design, keep))
+    return jobs
+
+
+def _kept_rows(job: _Job) -> IntArray:
+    return job.design.rows if job.keep is None else job.design.rows[job.keep]
+
+
 def _stacked(
     values: FloatArray, log_population: FloatArray | None, jobs: list[_Job]
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Baseline counts, their offsets and the judged weeks' offsets, one row per (series,
-    week) of ``jobs``."""
-    response = np.concatenate([values[job.members][:, job.design.rows[job.keep]] for job in jobs])
+    week) of ``jobs``; a missing count (a job keeping weeks per series) is 0, its offset 0:
+    weight 0 leaves them out of the fit."""
+    counts = np.concatenate([values[job.members][:, _kept_rows(job)] for job in jobs])
+    own = jobs[0].keep is None
+    response = np.nan_to_num(counts, nan=0.0) if own else counts
     if log_population is None:
         return response, np.zeros_like(response), np.zeros(response.shape[0])
-    offset = np.concatenate(
-        [log_population[job.members][:, job.design.rows[job.keep]] for job in jobs]
-    )
+    offset = np.concatenate([log_population[job.members][:, _kept_rows(job)] for job in jobs])
+    if own:
+        offset = np.where(np.isnan(counts), 0.0, offset)
     offset0 = np.concatenate([log_population[job.members, job.k] for job in jobs])
     return response, offset, offset0
 

@@ -764,7 +764,7 @@ def detect_frame(frame: pd.DataFrame, method: str, **params: Any) -> pd.DataFram
     Same rules as :func:`detect`; the answer is long, indexed by (series, week), series in
     column order. ``population_offset`` may be a Series (shared) or a DataFrame like
     ``frame``. Much faster than looping over :func:`detect`: the Farrington fits of all
-    series with the same missing weeks are batched.
+    series are batched, a series' missing weeks weighted 0 in its own row of the batch.
     """
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{method}: frame must be a pandas DataFrame, got {type(frame).__name__}")

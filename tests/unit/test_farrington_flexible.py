@@ -858,3 +858,46 @@ def test_farrington_is_deterministic_and_batched_like_single_series() -> None:
     for name in frame.columns:
         one = detect(frame[name], "farrington_flexible", **params)
         pd.testing.assert_frame_equal(many.loc[name], one, check_names=False)
+
+
+def test_series_with_missing_weeks_fitted_together_equal_their_own_fits() -> None:
+    """Series missing different weeks share one batch, each missing week weighted 0: the same
+    results as fitting each missing pattern on its own (R's na.omit), with a seasonal level
+    missing whole in some series and the reference level missing whole in one."""
+    from datetime import date, timedelta
+
+    from pipelines.alerts import _farrington
+
+    rng = np.random.default_rng(11)
+    weeks = 6 * 52
+    days = [date(2019, 1, 7) + timedelta(weeks=i) for i in range(weeks)]
+    season = 1.0 + 0.5 * np.sin(np.arange(weeks) * 2 * np.pi / 52.18)
+    values = rng.poisson(8.0 * season * rng.uniform(0.5, 2.0, size=(24, 1))).astype(float)
+    values[:, -60:] += rng.poisson(3.0, size=(24, 60)) * (rng.random((24, 60)) < 0.1)
+    for row in range(1, 20):  # scattered missing weeks, a different pattern per series
+        values[row, rng.choice(weeks, size=int(weeks * 0.03), replace=False)] = np.nan
+    params = _farrington.FarringtonParams(b=4, w=3, no_periods=10, trend=True)
+    judge = np.zeros(weeks, dtype=bool)
+    judge[-52:] = True
+    last = weeks - 1
+    design = _farrington.baseline_design(days, last, params)
+    assert design is not None
+    lowest, middle = design.levels.min(), np.unique(design.levels)[3]
+    values[20, design.rows[design.levels == middle]] = np.nan  # a level missing whole
+    values[21, design.rows[design.levels == lowest]] = np.nan  # the reference level
+    population = 1000.0 + rng.uniform(0, 50, size=(24, weeks))
+
+    together = _farrington.farrington_flexible(values, days, population, params, judge)
+    apart = _farrington.farrington_flexible(
+        values, days, population, params, judge, weigh_missing=False
+    )
+    for name in ("judged", "trend", "alarm", "enough_cases"):
+        np.testing.assert_array_equal(together[name], apart[name], err_msg=name)
+    assert together["judged"][:, -52:].all(), "every series judged every week"
+    assert together["trend"].any() and (~together["trend"][:, -52:]).any()
+    for name in ("expected", "threshold", "lower", "score", "pvalue", "phi"):
+        np.testing.assert_allclose(
+            together[name], apart[name], rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=name
+        )
+    # the series missing a level whole were judged at the week that lost it
+    assert together["judged"][20, last] and together["judged"][21, last]
