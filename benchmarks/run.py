@@ -331,6 +331,10 @@ def once_per_scale(
             stages["postgres_full_refresh"] = landed
     series = farrington or farrington_series(scale)
     stages["alerts_farrington"] = attempt("alerts_farrington", series=series)
+    # reporting is never complete: the same series with 2% of their weeks missing
+    stages["alerts_farrington_missing"] = attempt(
+        "alerts_farrington", series=series, missing_share=MISSING_WEEKS
+    )
     if spark:
         stages["transform_spark"] = attempt(
             "transform_spark",
@@ -338,6 +342,10 @@ def once_per_scale(
             spark_dir=str(workdir / "spark"),
         )
     return stages
+
+
+MISSING_WEEKS = 0.02
+"""The share of weeks missing in the second Farrington stage."""
 
 
 def farrington_series(scale: Scale) -> int:

@@ -381,13 +381,15 @@ def transform_spark(args: dict[str, Any]) -> dict[str, Any]:
 @stage
 def alerts_farrington(args: dict[str, Any]) -> dict[str, Any]:
     """Farrington flexible (b = 3 years back, w = 3, alpha 0.01) over ``series`` negative-
-    binomial weekly series of five years, seasonal, in batches as the pipeline runs them."""
+    binomial weekly series of five years, seasonal, in batches as the pipeline runs them;
+    ``missing_share`` of the weeks missing at random (unreported weeks), none by default."""
     import numpy as np
     import pandas as pd
 
     from pipelines.alerts.detectors import detect_frame
 
     series = int(args["series"])
+    missing = float(args.get("missing_share", 0.0))
     weeks = pd.date_range("2021-01-04", periods=5 * 52, freq="7D")
     rng = np.random.default_rng(7)
     t = np.arange(len(weeks))
@@ -401,6 +403,8 @@ def alerts_farrington(args: dict[str, Any]) -> dict[str, Any]:
             1 + 0.4 * np.cos(2 * np.pi * (t[None, :] - rng.integers(0, 52, size)[:, None]) / 52)
         )
         counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(float)
+        if missing:
+            counts[rng.random(counts.shape) < missing] = np.nan
         frame = pd.DataFrame(counts.T, index=weeks, columns=[f"s{first + i}" for i in range(size)])
         result = detect_frame(frame, "farrington_flexible", b=3, w=3, alpha=0.01)
         judged += int(result["threshold"].notna().sum())
@@ -410,6 +414,7 @@ def alerts_farrington(args: dict[str, Any]) -> dict[str, Any]:
         "rows": series,
         "series_weeks_judged": judged,
         "alarm_share": alarms / judged if judged else None,
+        "missing_share": missing,
     }
 
 

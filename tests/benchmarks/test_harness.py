@@ -41,6 +41,12 @@ def test_every_stage_ran_and_reported(harness_result: dict[str, object]) -> None
     for name, stage in medians.items():
         assert stage["seconds"] > 0 and stage["peak_rss_mib"] > 0, name
         assert stage["rows"] > 0, name
+    # the full refresh's profile: dbt's slowest nodes, from audit.dbt_node_runs
+    full = medians["full_refresh"]
+    assert full["dbt_nodes"] > 100 and full["dbt_node_s"] > 0
+    slowest = [seconds for _, seconds in full["slowest_nodes"]]
+    assert slowest == sorted(slowest, reverse=True) and len(slowest) == 12
+    assert {node.split(".")[0] for node, _ in full["slowest_nodes"]} <= {"model", "test"}
 
 
 def test_every_source_of_values_saw_the_same_values(harness_result: dict[str, object]) -> None:
@@ -84,5 +90,9 @@ def test_once_per_scale_stages(harness_result: dict[str, object]) -> None:
     assert isinstance(once, dict)
     assert {"extract_fhir", "extract_hl7", "extract_odk", "alerts_farrington"} <= set(once)
     assert all(stage["rows"] > 0 for stage in once.values())
+    gappy, complete = once["alerts_farrington_missing"], once["alerts_farrington"]
+    assert gappy["missing_share"] == 0.02 and complete["missing_share"] == 0.0
+    # the missing weeks are judged too (where their baselines allow), not dropped series
+    assert 0.5 * complete["series_weeks_judged"] < gappy["series_weeks_judged"]
     if os.environ.get("CI"):
         assert "postgres_full_refresh" in once
