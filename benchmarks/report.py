@@ -15,14 +15,37 @@ GIB = 1024.0
 FARRINGTON_GOAL_SERIES = 100_000  # 10,000 org units x 10 diseases
 
 
-def latest_results() -> dict[str, dict[str, Any]]:
-    """The newest harness result of each scale (files sort by time within a scale)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for path in sorted((HERE / "results").glob("*.json")):
+def latest_results(folder: Path = HERE / "results") -> dict[str, dict[str, Any]]:
+    """Per scale, the newest run of every stage (files sort by time within a scale), with the
+    partial runs recorded after it (``--stages``) laid over it stage by stage."""
+    by_scale: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
         result = json.loads(path.read_text(encoding="utf-8"))
         if "once" in result and "scale" in result:
-            latest[result["scale"]] = result
+            by_scale.setdefault(result["scale"], []).append({**result, "file": path.name})
+    latest = {scale: laid_over(results) for scale, results in by_scale.items()}
     return {scale: latest[scale] for scale in SCALE_ORDER if scale in latest}
+
+
+def laid_over(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last whole run (not ``--stages``) with the later partial runs' stages in place of
+    its own; ``added`` says which file each came from."""
+    wholes = [i for i, result in enumerate(results) if not result.get("stages")]
+    start = wholes[-1] if wholes else 0
+    merged = {**results[start], "medians": dict(results[start]["medians"]),
+              "once": dict(results[start]["once"]), "added": []}  # fmt: skip
+    for partial in results[start + 1 :]:
+        merged["medians"].update(partial["medians"])
+        merged["once"].update(partial["once"])
+        merged["added"].append(
+            {
+                "file": partial["file"],
+                "recorded_at": partial["recorded_at"],
+                "runs": partial["runs"],
+                "stages": [*partial["medians"], *partial["once"]],
+            }
+        )
+    return merged
 
 
 class StageFailed(Exception):
@@ -299,6 +322,11 @@ def scale_section(result: dict[str, Any]) -> list[str]:
             else "."
         )
         + (f" **Stopped** before its end: {result['stopped']}" if result.get("stopped") else ""),
+        *(
+            f"\nStages measured later, alone (`--stages`; {added['runs']} run(s), recorded "
+            f"{added['recorded_at']}, `results/{added['file']}`): {', '.join(added['stages'])}."
+            for added in result.get("added", [])
+        ),
         "",
         "| stage | seconds | rows | rows/s | peak memory |",
         "|---|---:|---:|---:|---:|",
@@ -392,15 +420,30 @@ def write_results_table(notes: str = "") -> None:
         "",
     ]
     notes_file = HERE / "NOTES.md"
-    if notes_file.exists():
-        lines += [notes_file.read_text(encoding="utf-8").strip(), ""]
+    notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else ""
+    status, history = split_notes(notes)
+    if status:
+        lines += [status, ""]
     if results:
         lines += goals_section(results)
         lines += profile_section(results)
         for result in results.values():
             lines += scale_section(result)
     lines += simulator_section()
+    if history:
+        lines += [history, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+HISTORY = "## History"
+"""The heading in NOTES.md after which come the older findings: the report puts the status
+before the goals and the history after the tables."""
+
+
+def split_notes(notes: str) -> tuple[str, str]:
+    """NOTES.md's status (before its history heading) and its history (from the heading)."""
+    before, found, after = notes.partition(HISTORY)
+    return before.strip(), (found + after).strip() if found else ""
 
 
 if __name__ == "__main__":

@@ -265,15 +265,19 @@ def one_run(
     workdir: Path,
     memory_limit: str | None = None,
     progress: Path | None = None,
+    only: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """One run of every stage. ``progress`` gets the figures so far after each stage, so that a
-    harness killed late in an L run still leaves what it measured."""
+    """One run of every stage (of the stages in ``only``). ``progress`` gets the figures so far
+    after each stage, so that a harness killed late in an L run still leaves what it
+    measured."""
     common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
     warehouse_path = workdir / "warehouse.duckdb"
     warehouse = warehouse_url(warehouse_path, memory_limit)
     stages: dict[str, dict[str, Any]] = {}
 
     def measure(key: str, name: str, **args: Any) -> None:
+        if only is not None and key not in only:
+            return
         stages[key] = attempt(name, **args)
         if progress is not None:
             progress.write_text(json.dumps(stages, indent=2, default=str) + "\n", encoding="utf-8")
@@ -302,46 +306,81 @@ def once_per_scale(
     workdir: Path,
     farrington: int | None = None,
     spark: bool = False,
+    only: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """The stages run once per scale; ``spark``: the dbt build on Spark local mode too, on the
-    last run's landed warehouse (needs the Spark venv: ``make spark-parity`` installs it)."""
+    """The stages run once per scale (those in ``only``); ``spark``: the dbt build on Spark
+    local mode too, on the last run's landed warehouse (needs the Spark venv: ``make
+    spark-parity`` installs it)."""
     common = {"dhis2_url": f"{base}/dhis2", "workdir": str(workdir), "state_dir": str(workdir)}
     stages: dict[str, dict[str, Any]] = {}
+
+    def measure(key: str, name: str, **args: Any) -> None:
+        if only is None or key in only:
+            stages[key] = attempt(name, **args)
+
     if "fhir" in scale.sources:
-        stages["extract_fhir"] = attempt(
-            "extract_source", **common, source={"name": "emr", "type": "fhir",
-                                                "base_url": f"{base}/fhir/emr"},
-        )  # fmt: skip
+        measure("extract_fhir", "extract_source", **common, source={
+            "name": "emr", "type": "fhir", "base_url": f"{base}/fhir/emr"})  # fmt: skip
     if "hl7" in scale.sources:
-        stages["extract_hl7"] = attempt(
-            "extract_source", **common, source={"name": "lab", "type": "hl7v2",
-                                                "path": str(folder / "hl7")},
-        )  # fmt: skip
+        measure("extract_hl7", "extract_source", **common, source={
+            "name": "lab", "type": "hl7v2", "path": str(folder / "hl7")})  # fmt: skip
     if "community" in scale.sources:
         os.environ.setdefault("BENCH_ODK_USER", "sandbox@healthpipe.example")
         os.environ.setdefault("BENCH_ODK_PASSWORD", "sandbox-password")
-        stages["extract_odk"] = attempt(
-            "extract_source", **common, source={
+        measure("extract_odk", "extract_source", **common, source={
                 "name": "chw", "type": "odk", "base_url": f"{base}/odk", "project_id": 1,
                 "username_env": "BENCH_ODK_USER", "password_env": "BENCH_ODK_PASSWORD"},
         )  # fmt: skip
-    if scale.postgres and (url := postgres_url()):
+    wanted = only is None or "postgres_full_refresh" in only
+    if scale.postgres and wanted and (url := postgres_url()):
         with postgres_database(url) as database:
-            landed = attempt("pipeline", **common, warehouse=database, full_refresh=True)
-            stages["postgres_full_refresh"] = landed
+            measure("postgres_full_refresh", "pipeline", **common, warehouse=database,
+                    full_refresh=True)  # fmt: skip
     series = farrington or farrington_series(scale)
-    stages["alerts_farrington"] = attempt("alerts_farrington", series=series)
+    measure("alerts_farrington", "alerts_farrington", series=series)
     # reporting is never complete: the same series with 2% of their weeks missing
-    stages["alerts_farrington_missing"] = attempt(
-        "alerts_farrington", series=series, missing_share=MISSING_WEEKS
+    measure(
+        "alerts_farrington_missing", "alerts_farrington", series=series, missing_share=MISSING_WEEKS
     )
     if spark:
-        stages["transform_spark"] = attempt(
+        measure(
+            "transform_spark",
             "transform_spark",
             duckdb_path=str(workdir / "warehouse.duckdb"),
             spark_dir=str(workdir / "spark"),
         )
     return stages
+
+
+ONE_RUN_STAGES = (
+    "extract_json", "extract_csv", "full_refresh", "limit_aggregate", "limit_validate",
+    "limit_read_csv", "incremental_no_change", "incremental_1pct", "peer_pandas", "peer_dlt",
+)  # fmt: skip
+ONCE_STAGES = (
+    "extract_fhir", "extract_hl7", "extract_odk", "postgres_full_refresh", "alerts_farrington",
+    "alerts_farrington_missing", "transform_spark",
+)  # fmt: skip
+NEEDS_FULL_REFRESH = (
+    "limit_aggregate", "limit_validate", "incremental_no_change", "incremental_1pct",
+)  # fmt: skip
+"""Stages that read the warehouse the run's full refresh built."""
+
+
+def selected_stages(names: str | None) -> frozenset[str] | None:
+    """``--stages a,b``: the stages to run, checked; None (every stage) without it."""
+    if not names:
+        return None
+    only = frozenset(name.strip() for name in names.split(",") if name.strip())
+    unknown = sorted(only - set(ONE_RUN_STAGES) - set(ONCE_STAGES))
+    if unknown:
+        raise SystemExit(
+            f"--stages: unknown {', '.join(unknown)}; "
+            f"known: {', '.join(ONE_RUN_STAGES + ONCE_STAGES)}"
+        )
+    orphans = sorted(only & set(NEEDS_FULL_REFRESH)) if "full_refresh" not in only else []
+    if orphans:
+        raise SystemExit(f"--stages: {', '.join(orphans)} need full_refresh in the same run")
+    return only
 
 
 MISSING_WEEKS = 0.02
@@ -435,6 +474,11 @@ def main() -> None:
         help="also build the dbt models on Spark local mode (the Spark venv of make spark-parity)",
     )
     parser.add_argument(
+        "--stages",
+        help="run only these stages (comma-separated), recorded as a partial result that the "
+        "report lays over the scale's last whole run",
+    )
+    parser.add_argument(
         "--record-stopped",
         metavar="WHY",
         help="run nothing: record what a stopped one-run harness measured (its progress file "
@@ -442,6 +486,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     scale = SCALES[args.scale]
+    only = selected_stages(args.stages)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if args.record_stopped:
@@ -459,10 +504,16 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir()
             progress = cache / f"{scale.name}-run-{number}-progress.json"
-            runs.append(one_run(scale, folder, base, workdir, args.memory_limit, progress))
+            runs.append(one_run(scale, folder, base, workdir, args.memory_limit, progress, only))
         print(f"scale {scale.name}, once per scale", flush=True)
         once = once_per_scale(
-            scale, folder, base, cache / f"{scale.name}-run", args.farrington_series, args.spark
+            scale,
+            folder,
+            base,
+            cache / f"{scale.name}-run",
+            args.farrington_series,
+            args.spark,
+            only,
         )
     record(args, scale, runs, once, round(time.perf_counter() - started, 1))
 
@@ -493,6 +544,8 @@ def record(
     }
     if stopped:
         result["stopped"] = stopped
+    if getattr(args, "stages", None):
+        result["stages"] = sorted(selected_stages(args.stages) or ())
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"{scale.name}-{result['recorded_at'].replace(':', '')}.json"

@@ -74,3 +74,64 @@ def test_the_goals_met_at_l_are_said_in_one_sentence() -> None:
     assert "incremental run, 1% of values changed (its stage failed)" in sentence
     section = "\n".join(report.goals_section({"L": result}))
     assert sentence in section
+
+
+def test_the_notes_status_comes_first_and_their_history_last() -> None:
+    status, history = report.split_notes("**Status.** now\n\n## History\n\n- older\n")
+    assert status == "**Status.** now"
+    assert history == "## History\n\n- older"
+    assert report.split_notes("only a status\n") == ("only a status", "")
+
+
+def test_only_the_stages_asked_for_run_and_the_rest_must_be_known(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    import pytest
+
+    from benchmarks import run
+
+    called: list[str] = []
+    monkeypatch.setattr(run, "attempt", lambda name, **args: called.append(name) or {"n": name})
+    monkeypatch.setattr(run, "set_increment", lambda base, number: None)
+    monkeypatch.setattr(run, "postgres_url", lambda: None)
+    scale = run.SCALES["S"]
+    every = run.one_run(scale, tmp_path, "http://sandbox", tmp_path / "w")
+    every_once = run.once_per_scale(scale, tmp_path, "http://sandbox", tmp_path / "w", spark=True)
+    # the names --stages accepts are the harness's own
+    assert tuple(every) == run.ONE_RUN_STAGES
+    assert set(every_once) == set(run.ONCE_STAGES) - {"postgres_full_refresh"}
+
+    only = run.selected_stages("peer_dlt, alerts_farrington")
+    called.clear()
+    assert set(run.one_run(scale, tmp_path, "http://sandbox", tmp_path / "w", only=only)) == {
+        "peer_dlt"
+    }
+    assert set(
+        run.once_per_scale(scale, tmp_path, "http://sandbox", tmp_path / "w", only=only)
+    ) == {"alerts_farrington"}
+    assert called == ["peer_dlt", "alerts_farrington"]
+    assert run.selected_stages(None) is None
+    with pytest.raises(SystemExit, match="unknown peer_dl"):
+        run.selected_stages("peer_dl")
+    with pytest.raises(SystemExit, match="incremental_1pct need full_refresh"):
+        run.selected_stages("incremental_1pct")
+
+
+def test_a_partial_run_is_laid_over_the_last_whole_run(tmp_path: Any) -> None:
+    import json
+
+    def write(name: str, medians: dict[str, Any], once: dict[str, Any], **extra: Any) -> None:
+        result = {"scale": "L", "runs": 1, "recorded_at": name, "medians": medians,
+                  "once": once, **extra}  # fmt: skip
+        (tmp_path / f"L-{name}.json").write_text(json.dumps(result), encoding="utf-8")
+
+    write("1", {"full_refresh": {"seconds": 1.0}, "peer_dlt": {"seconds": 9.0}}, {})
+    write("2", {"peer_dlt": {"seconds": 8.0}}, {}, stages=["peer_dlt"])  # before the last whole
+    write("3", {"full_refresh": {"seconds": 3.0}}, {"alerts_farrington": {"seconds": 5.0}})
+    write("4", {"peer_dlt": {"seconds": 7.0}}, {"alerts_farrington": {"seconds": 4.0}},
+          stages=["alerts_farrington", "peer_dlt"])  # fmt: skip
+    merged = report.latest_results(tmp_path)["L"]
+    assert merged["medians"] == {"full_refresh": {"seconds": 3.0}, "peer_dlt": {"seconds": 7.0}}
+    assert merged["once"] == {"alerts_farrington": {"seconds": 4.0}}
+    assert merged["file"] == "L-3.json"
+    assert [added["file"] for added in merged["added"]] == ["L-4.json"]
