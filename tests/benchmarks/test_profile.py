@@ -91,14 +91,17 @@ def test_only_the_stages_asked_for_run_and_the_rest_must_be_known(
     from benchmarks import run
 
     called: list[str] = []
+    served: list[int] = []
     monkeypatch.setattr(run, "attempt", lambda name, **args: called.append(name) or {"n": name})
-    monkeypatch.setattr(run, "set_increment", lambda base, number: None)
+    monkeypatch.setattr(run, "set_increment", lambda base, number: served.append(number))
     monkeypatch.setattr(run, "postgres_url", lambda: None)
     scale = run.SCALES["S"]
     every = run.one_run(scale, tmp_path, "http://sandbox", tmp_path / "w")
     every_once = run.once_per_scale(scale, tmp_path, "http://sandbox", tmp_path / "w", spark=True)
     # the names --stages accepts are the harness's own
     assert tuple(every) == run.ONE_RUN_STAGES
+    assert served == [0, 1, 0]  # the 1% run pulls increment 1, the peers the base again
+    served.clear()
     assert set(every_once) == set(run.ONCE_STAGES) - {"postgres_full_refresh"}
 
     only = run.selected_stages("peer_dlt, alerts_farrington")
@@ -110,6 +113,7 @@ def test_only_the_stages_asked_for_run_and_the_rest_must_be_known(
         run.once_per_scale(scale, tmp_path, "http://sandbox", tmp_path / "w", only=only)
     ) == {"alerts_farrington"}
     assert called == ["peer_dlt", "alerts_farrington"]
+    assert served == [0]  # switching the sandbox costs minutes at L: only what is pulled
     assert run.selected_stages(None) is None
     with pytest.raises(SystemExit, match="unknown peer_dl"):
         run.selected_stages("peer_dl")
