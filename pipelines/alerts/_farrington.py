@@ -201,14 +201,6 @@ def _solve(xtwx: FloatArray, rhs: FloatArray) -> FloatArray:
     return solved
 
 
-def _weighted_cross(design: FloatArray, weights: FloatArray) -> FloatArray:
-    """X' diag(w) X for every row of ``weights`` in one matrix product."""
-    n, p = design.shape
-    outer = (design[:, :, None] * design[:, None, :]).reshape(n, p * p)
-    cross: FloatArray = (weights @ outer).reshape(-1, p, p)
-    return cross
-
-
 def _absent_columns(design: FloatArray, prior: FloatArray) -> FloatArray:
     """(S, p), 1.0 where a series has no week with prior weight in the column (a seasonal
     level all of whose weeks are missing), else 0.0."""
@@ -262,11 +254,11 @@ def fit_quasipoisson(
     cross = np.zeros((series, p, p))
     converged = np.zeros(series, dtype=bool)
     started = np.zeros(series, dtype=bool)
-    state = _Irls.start(y, offset, prior, absent)
+    state = _Irls.start(design, y, offset, prior, absent)
     for _ in range(MAX_ITERATIONS):
         if state.rows.size == 0:
             break
-        finished = state.step(design)
+        finished = state.step()
         if finished.any():
             state.write(finished, coef, mu, working, cross, converged, started)
             state = state.keep(~finished)
@@ -284,18 +276,72 @@ def fit_quasipoisson(
     return GlmFit(coef, mu, working, cov_unscaled, converged & started, df, dispersion)
 
 
+@dataclass(frozen=True)
+class _Model:
+    """What every IRLS iteration of one batch shares: the design and whether the batch has
+    offsets and weights other than 1 (so that the usual case skips those passes).
+
+    X'WX is a weighted sum of the products of two columns, and a Farrington design
+    (intercept, trend, one 0/1 column per seasonal level) has few distinct products: the
+    level columns are disjoint, so most products are zero or repeat another. The weights
+    are multiplied with the distinct products only (about 20 of 121 for 11 columns).
+    """
+
+    design: FloatArray  # (n, p)
+    products: FloatArray  # (n, m): the distinct products of two columns, row by row
+    position: IntArray  # (p * p,): the distinct product behind each cell of X'WX
+    has_offset: bool
+    has_prior: bool
+
+    @classmethod
+    def of(cls, design: FloatArray, offset: FloatArray, prior: FloatArray) -> _Model:
+        n, p = design.shape
+        outer = (design[:, :, None] * design[:, None, :]).reshape(n, p * p).T
+        first: dict[bytes, int] = {}  # a product's bytes -> its distinct column
+        position = np.asarray(
+            [first.setdefault(column.tobytes(), len(first)) for column in outer], dtype=np.int64
+        )
+        return cls(
+            design,
+            # the first column of each distinct product, in the order they were numbered
+            np.ascontiguousarray(outer[np.unique(position, return_index=True)[1]].T),
+            position,
+            bool(np.any(offset != 0)),
+            bool(np.any(prior != 1)),
+        )
+
+    def cross(self, weights: FloatArray) -> FloatArray:
+        """X' diag(w) X for every row of ``weights``."""
+        p = self.design.shape[1]
+        cross: FloatArray = (weights @ self.products)[:, self.position].reshape(-1, p, p)
+        return cross
+
+
 @dataclass
 class _Irls:
-    """The series of one IRLS batch that are still iterating, one row each."""
+    """The series of one IRLS batch that are still iterating, one row each.
 
+    Besides the current fit (``coef``, ``eta``, ``mu``) a row holds the IRLS weights of its
+    current means (``weights``, prior x mu) and their X'WX (``next_cross``), which the next
+    solve uses, and the weights and X'WX of the solve that gave the current fit (``working``,
+    ``cross``), which glm reports. Because eta - offset = X beta after every step, the
+    right-hand side X'W z of a solve is ``X'WX beta + X'(prior y) - X'(prior mu)`` and the
+    deviance is a constant plus ``sum(prior mu) - beta . X'(prior y)``: an iteration makes
+    one pass over the (rows x weeks) arrays for the means, not a dozen.
+    """
+
+    model: _Model
     rows: IntArray  # their positions in the batch
     y: FloatArray
-    y_log_y: FloatArray
     offset: FloatArray
     prior: FloatArray
     absent: FloatArray  # (S, p) 1.0 for a column left out of that series' fit
+    prior_y_design: FloatArray  # (S, p) X'(prior y)
+    deviance_constant: FloatArray  # (S,) sum(prior (y log y - y - y offset))
     eta: FloatArray
     mu: FloatArray
+    weights: FloatArray
+    next_cross: FloatArray
     coef: FloatArray
     working: FloatArray
     cross: FloatArray
@@ -305,22 +351,34 @@ class _Irls:
 
     @classmethod
     def start(
-        cls, y: FloatArray, offset: FloatArray, prior: FloatArray, absent: FloatArray
+        cls,
+        design: FloatArray,
+        y: FloatArray,
+        offset: FloatArray,
+        prior: FloatArray,
+        absent: FloatArray,
     ) -> _Irls:
         series, n = y.shape
-        p = absent.shape[1]
+        p = design.shape[1]
+        model = _Model.of(design, offset, prior)
         mu = y + 0.1  # glm.fit's mustart for the Poisson family
         eta = np.log(mu)
         y_log_y = _y_log_y(y)
+        prior_y = prior * y
+        weights = prior * mu
         return cls(
+            model=model,
             rows=np.arange(series),
             y=y,
-            y_log_y=y_log_y,
             offset=offset,
             prior=prior,
             absent=absent,
+            prior_y_design=prior_y @ design,
+            deviance_constant=(prior * y_log_y - prior_y * (1.0 + offset)).sum(axis=1),
             eta=eta,
             mu=mu,
+            weights=weights,
+            next_cross=model.cross(weights),
             coef=np.zeros((series, p)),
             working=np.zeros((series, n)),
             cross=np.zeros((series, p, p)),
@@ -329,33 +387,38 @@ class _Irls:
             converged=np.zeros(series, dtype=bool),
         )
 
-    def step(self, design: FloatArray) -> BoolArray:
+    def step(self) -> BoolArray:
         """One IRLS iteration of every row; returns the rows that stop here (converged, or
         with no valid coefficients)."""
-        z = self.eta - self.offset + (self.y - self.mu) / self.mu
-        w = self.prior * self.mu
-        xtwx = _weighted_cross(design, w)
-        beta = _solve(_with_absent_columns(xtwx, self.absent), (w * z) @ design)
-        eta_new = beta @ design.T + self.offset
-        with np.errstate(over="ignore"):
-            mu_new = np.exp(eta_new)
-        dev = self._deviance(eta_new, mu_new)
-        bad = _invalid(dev, mu_new, self.prior)
+        design = self.model.design
+        xtwx, w = self.next_cross, self.weights
+        if self.started.all():
+            rhs = np.einsum("sij,sj->si", xtwx, self.coef) + self.prior_y_design - w @ design
+        else:  # the first step starts from mustart, whose eta is no X beta
+            z = self.eta - self.offset + (self.y - self.mu) / self.mu
+            rhs = (w * z) @ design
+        beta = _solve(_with_absent_columns(xtwx, self.absent), rhs)
+        eta_new, mu_new, w_new, dev = self._evaluate(beta)
+        bad = ~np.isfinite(dev) | ~self._valid(mu_new)
         for _halving in range(MAX_ITERATIONS):
             fixable = bad & self.started
             if not fixable.any():
                 break
             beta[fixable] = (beta[fixable] + self.coef[fixable]) / 2
-            eta_new[fixable] = beta[fixable] @ design.T + self.offset[fixable]
-            mu_new[fixable] = np.exp(eta_new[fixable])
-            dev[fixable] = self._deviance(eta_new, mu_new, fixable)
-            bad = _invalid(dev, mu_new, self.prior)
+            eta_new[fixable], mu_new[fixable], w_new[fixable], dev[fixable] = self._evaluate(
+                beta[fixable], fixable
+            )
+            bad = ~np.isfinite(dev) | ~self._valid(mu_new)
         good = ~bad
+        cross_new = self.model.cross(w_new[good]) if not good.all() else self.model.cross(w_new)
         if good.all():
-            self.coef, self.eta, self.mu, self.working, self.cross = beta, eta_new, mu_new, w, xtwx
+            self.coef, self.eta, self.mu = beta, eta_new, mu_new
+            self.working, self.cross = w, xtwx
+            self.weights, self.next_cross = w_new, cross_new
         else:
             self.coef[good], self.eta[good], self.mu[good] = beta[good], eta_new[good], mu_new[good]
             self.working[good], self.cross[good] = w[good], xtwx[good]
+            self.weights[good], self.next_cross[good] = w_new[good], cross_new
         self.started |= good
         with np.errstate(invalid="ignore"):
             done = good & (np.abs(dev - self.deviance) / (np.abs(dev) + 0.1) < EPSILON)
@@ -365,14 +428,36 @@ class _Irls:
         finished: BoolArray = done | bad
         return finished
 
-    def _deviance(
-        self, eta: FloatArray, mu: FloatArray, where: BoolArray | None = None
-    ) -> FloatArray:
-        if where is None:
-            return _poisson_deviance(self.y, self.y_log_y, eta, mu, self.prior)
-        return _poisson_deviance(
-            self.y[where], self.y_log_y[where], eta[where], mu[where], self.prior[where]
-        )
+    def _evaluate(
+        self, beta: FloatArray, where: BoolArray | None = None
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """The linear predictor, means, IRLS weights and deviance of coefficients ``beta``
+        (of the rows ``where``, all without it)."""
+
+        def pick(array: FloatArray) -> FloatArray:
+            return array if where is None else array[where]
+
+        eta: FloatArray = beta @ self.model.design.T
+        if self.model.has_offset:
+            eta += pick(self.offset)
+        with np.errstate(over="ignore"):
+            mu: FloatArray = np.exp(eta)
+        with np.errstate(invalid="ignore"):
+            w = pick(self.prior) * mu if self.model.has_prior else mu
+            deviance: FloatArray = 2.0 * (
+                pick(self.deviance_constant)
+                - np.einsum("si,si->s", beta, pick(self.prior_y_design))
+                + w.sum(axis=1)
+            )
+        return eta, mu, w, deviance
+
+    def _valid(self, mu: FloatArray) -> BoolArray:
+        """glm.fit's validity check: every fitted mean finite and positive at the weeks in
+        the fit (a missing week, prior 0, is not in R's model frame)."""
+        if self.model.has_prior:
+            mu = np.where(self.prior > 0, mu, 1.0)
+        valid: BoolArray = (mu.min(axis=1) > 0) & np.isfinite(mu.max(axis=1))
+        return valid
 
     def write(
         self,
@@ -392,15 +477,12 @@ class _Irls:
 
     def keep(self, which: BoolArray) -> _Irls:
         """The rows ``which`` only."""
-        return _Irls(**{name: getattr(self, name)[which] for name in self.__dataclass_fields__})
-
-
-def _invalid(dev: FloatArray, mu: FloatArray, prior: FloatArray) -> BoolArray:
-    """Rows whose step gave a non-finite deviance or fitted mean (glm.fit's validity check)
-    at a week in the fit (a missing week, prior 0, is not in R's model frame)."""
-    valid = (mu > 0) & np.isfinite(mu)
-    bad: BoolArray = ~np.isfinite(dev) | ~np.all(valid | (prior == 0), axis=1)
-    return bad
+        fields = {
+            name: getattr(self, name)[which]
+            for name in self.__dataclass_fields__
+            if name != "model"
+        }
+        return _Irls(model=self.model, **fields)
 
 
 def anscombe_residuals(
@@ -769,7 +851,8 @@ def judge_week(
         trend=np.zeros(series, dtype=bool),
         judged=np.zeros(series, dtype=bool),
     )
-    chosen_fit: list[tuple[BoolArray, FlexibleFit, FloatArray]] = []
+    # (rows, fit, x0, the fit's rows that count): the fit covers exactly ``rows``
+    chosen_fit: list[tuple[IntArray, FlexibleFit, FloatArray, BoolArray]] = []
     need_plain = np.ones(series, dtype=bool)
     if params.trend:
         x_t, x0_t, tcol = _columns(design, keep, params, trend=True)
@@ -787,35 +870,45 @@ def judge_week(
         no_extrapolation = np.exp(eta_t) <= response.max(axis=1)
         keep_trend = with_trend.ok & significant & no_extrapolation & (params.b >= 3)
         if keep_trend.any():
-            chosen_fit.append((keep_trend, with_trend, x0_t))
+            chosen_fit.append((np.arange(series), with_trend, x0_t, keep_trend))
             result.trend[keep_trend] = True
         need_plain = ~keep_trend
     if need_plain.any():
+        # only the rows whose trend was dropped are refitted without it
+        rows = np.flatnonzero(need_plain)
         x_p, x0_p, _ = _columns(design, keep, params, trend=False)
-        plain = fit_flexible(x_p, response, offset, params.reweight, params.weights_threshold, kept)
-        chosen_fit.append((need_plain & plain.ok, plain, x0_p))
+        plain = fit_flexible(
+            x_p,
+            response[rows],
+            offset[rows],
+            params.reweight,
+            params.weights_threshold,
+            None if kept is None else kept[rows],
+        )
+        chosen_fit.append((rows, plain, x0_p, plain.ok))
 
-    for mask, fit, x0 in chosen_fit:
+    for rows, fit, x0, mask in chosen_fit:
         if not mask.any():
             continue
-        eta0, se0 = _predict(fit, x0, offset0)
+        eta0, se0 = _predict(fit, x0, offset0[rows])
+        # thresholds (quantile searches, the costly part) only for the rows this fit judges
+        eta0, se0, phi, target = eta0[mask], se0[mask], fit.phi[mask], rows[mask]
+        mean = np.exp(eta0)
         if params.threshold_method == "delta":
-            mean = np.exp(eta0)
             bounds = threshold_farrington(
-                mean, se0 * mean, fit.phi, params.powertrans, params.alpha, observed
+                mean, se0 * mean, phi, params.powertrans, params.alpha, observed[target]
             )
         else:
-            mean = np.exp(eta0)
             bounds = threshold_noufaily(
-                eta0, se0, fit.phi, params.alpha, observed, params.threshold_method
+                eta0, se0, phi, params.alpha, observed[target], params.threshold_method
             )
-        result.expected[mask] = mean[mask]
-        result.upper[mask] = bounds.upper[mask]
-        result.lower[mask] = bounds.lower[mask]
-        result.prob[mask] = bounds.prob[mask]
-        result.score[mask] = bounds.score[mask]
-        result.phi[mask] = fit.phi[mask]
-        result.judged[mask] = True
+        result.expected[target] = mean
+        result.upper[target] = bounds.upper
+        result.lower[target] = bounds.lower
+        result.prob[target] = bounds.prob
+        result.score[target] = bounds.score
+        result.phi[target] = phi
+        result.judged[target] = True
     # R reports expected only where the upper bound exists.
     result.expected[np.isnan(result.upper)] = np.nan
     return result

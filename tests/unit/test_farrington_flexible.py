@@ -901,3 +901,23 @@ def test_series_with_missing_weeks_fitted_together_equal_their_own_fits() -> Non
         )
     # the series missing a level whole were judged at the week that lost it
     assert together["judged"][20, last] and together["judged"][21, last]
+
+
+@pytest.mark.parametrize("kind", ["seasonal levels and trend", "dense"])
+def test_weighted_cross_products_equal_the_dense_ones(kind: str) -> None:
+    """X'WX from the distinct column products (a Farrington design repeats most of them)
+    equals the plain sum of w x x' over the weeks, for any design."""
+    rng = np.random.default_rng(3)
+    n = 130
+    if kind == "dense":
+        design = rng.normal(size=(n, 6))
+    else:
+        levels = np.repeat(np.arange(1, 11), 13)
+        indicators = (levels[:, None] == np.arange(2, 11)[None, :]).astype(float)
+        design = np.column_stack([np.ones(n), np.arange(n, dtype=float), indicators])
+    weights = rng.uniform(0.1, 30.0, size=(7, n))
+    model = F._Model.of(design, np.zeros((7, n)), np.ones((7, n)))
+    expected = np.einsum("sn,ni,nj->sij", weights, design, design)
+    np.testing.assert_allclose(model.cross(weights), expected, rtol=1e-12)
+    if kind != "dense":
+        assert model.products.shape[1] < design.shape[1] ** 2 // 4
