@@ -156,3 +156,24 @@ def test_folder_cursor_skips_unchanged_files(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceFormatError, match="does not exist"):
         list(read_payload_folder(tmp_path / "absent", None, source_name="hmis"))
+
+
+def test_the_cursor_keeps_the_latest_last_updated_whatever_its_format() -> None:
+    """The incremental cursor is the latest ``lastUpdated`` of a pull (or the one it had):
+    compared as times, not as text, and a value without one is ignored."""
+    from connectors.dhis2_api import _latest
+
+    records = [
+        {"last_updated": "2024-01-02T09:00:00.000"},
+        {"last_updated": "2024-01-02T10:30:00Z"},
+        {"last_updated": None},
+        {"last_updated": "2024-01-02T10:00:00.000"},
+        {"last_updated": "2024-01-02T09:00:00.000"},
+    ]
+    assert _latest(records, "last_updated", None) == "2024-01-02T10:30:00Z"
+    assert _latest(records, "last_updated", "2024-01-03T00:00:00") == "2024-01-03T00:00:00"
+    assert _latest(records, "last_updated", "2023-12-31T00:00:00") == "2024-01-02T10:30:00Z"
+    assert _latest([{"last_updated": None}], "last_updated", None) is None
+    # as text "2024-01-05T01:00:00" sorts after "2024-01-05 23:00:00"; as times it is earlier
+    mixed = [{"last_updated": "2024-01-05T01:00:00"}, {"last_updated": "2024-01-05 23:00:00"}]
+    assert _latest(mixed, "last_updated", None) == "2024-01-05 23:00:00"
