@@ -11,6 +11,8 @@ import pytest
 from connectors.dhis2 import (
     DEFAULT_CATEGORY_OPTION_COMBO,
     load_json,
+    parse_data_value_csv,
+    parse_data_value_set,
     parse_document,
     read_payload_folder,
 )
@@ -177,3 +179,48 @@ def test_the_cursor_keeps_the_latest_last_updated_whatever_its_format() -> None:
     # as text "2024-01-05T01:00:00" sorts after "2024-01-05 23:00:00"; as times it is earlier
     mixed = [{"last_updated": "2024-01-05T01:00:00"}, {"last_updated": "2024-01-05 23:00:00"}]
     assert _latest(mixed, "last_updated", None) == "2024-01-05 23:00:00"
+
+
+def test_a_csv_export_gives_the_records_of_the_same_values_as_json() -> None:
+    """DHIS2's CSV export (either header spelling, any case, a byte-order mark, quoted cells)
+    gives the records the JSON data value set gives: empty cells are missing fields, the
+    default combos fill missing combos, flags are booleans, unknown columns go to extras."""
+    text = (
+        "\ufeffDataElement,Period,OrgUnit,CatOptCombo,AttrOptCombo,Value,StoredBy,"
+        "LastUpdated,Comment,FollowUp,Deleted,Source\n"
+        'dA,202401,ouA,cocA,aocA,5,nurse,2024-02-01T10:00:00.000,"late, checked",TRUE,false,x\n'
+        "\n"
+        ",,,,,,,,,,,\n"
+        "dB,2024W3,ouB,,,7,,,,,true,\n"
+        "dC,202402\n"
+    )
+    records = parse_data_value_csv(text, "test.csv")
+    as_json = parse_data_value_set(
+        {
+            "dataValues": [
+                {
+                    "dataElement": "dA", "period": "202401", "orgUnit": "ouA",
+                    "categoryOptionCombo": "cocA", "attributeOptionCombo": "aocA", "value": "5",
+                    "storedBy": "nurse", "lastUpdated": "2024-02-01T10:00:00.000",
+                    "comment": "late, checked", "followup": True, "deleted": False,
+                    "source": "x",
+                },
+                {"dataElement": "dB", "period": "2024W3", "orgUnit": "ouB", "value": "7",
+                 "deleted": True, "source": ""},
+                {"dataElement": "dC", "period": "202402"},
+            ]
+        },
+        "test.json",
+    )  # fmt: skip
+    assert records == as_json
+    assert [r["extras"] for r in records] == ['{"source":"x"}', '{"source":""}', None]
+    assert records[1]["category_option_combo"] == DEFAULT_CATEGORY_OPTION_COMBO
+    assert [r["followup"] for r in records] == [True, None, None]
+    assert [r["deleted"] for r in records] == [False, True, False]
+
+
+def test_a_csv_row_longer_than_its_header_is_refused_with_its_line() -> None:
+    with pytest.raises(SourceFormatError, match="line 3 has 3 cells, the header 2"):
+        parse_data_value_csv("dataelement,value\nA,1\nB,2,3\n", "test.csv")
+    # a row of empty cells is skipped, however long
+    assert len(parse_data_value_csv("dataelement,value\n,,,,\nA,1\n", "test.csv")) == 1
