@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,17 +356,19 @@ def parse_data_value_csv(text: str, origin: str) -> list[Record]:
     repeated = [(col, cells) for col, cells in sources.items() if len(cells) > 1]
     empty = dict.fromkeys(_DATA_VALUE_FIELDS.values())
     records = []
-    for line, row in enumerate(rows, start=2):
-        if len(row) != width:
-            if not "".join(row).strip():
+    for line, cells in enumerate(rows, start=2):
+        if len(cells) != width:
+            if not "".join(cells).strip():
                 continue
-            if len(row) > width:
+            if len(cells) > width:
                 raise SourceFormatError(
-                    origin, f"line {line} has {len(row)} cells, the header {width}", record=line
+                    origin, f"line {line} has {len(cells)} cells, the header {width}", record=line
                 )
-            row = row + [None] * (width - len(row))  # cells past a short row are absent
-        elif not row[0].strip() and not "".join(row).strip():
+        elif not cells[0].strip() and not "".join(cells).strip():
             continue
+        row: Sequence[str | None] = cells
+        if len(cells) < width:  # cells past a short row are absent (None), not empty
+            row = [*cells, *[None] * (width - len(cells))]
         record: Record = empty.copy()
         for col, index in plain:
             record[col] = row[index] or None
