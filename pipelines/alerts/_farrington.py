@@ -33,8 +33,12 @@ Steps for one judged week k (numbers are positions in the weekly series):
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import TypeVar
 
 import numpy as np
 from scipy import special, stats  # type: ignore[import-untyped]  # no scipy-stubs in the env
@@ -45,6 +49,10 @@ MAX_ITERATIONS = 25  # glm.control()$maxit
 # (series, week) rows fitted in one batch: large enough to amortise numpy's per-call cost,
 # small enough that the IRLS arrays (rows x baseline weeks, a dozen of them) stay tens of MB.
 MAX_BATCH_ROWS = 20_000
+# Threads judging batches at once: one per core the process may use (a few at most; each
+# batch holds a dozen arrays of MAX_BATCH_ROWS x baseline weeks).
+WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+_T = TypeVar("_T")
 EPSILON = 1e-8  # glm.control()$epsilon
 # R's discrete quantile search takes the smallest x with F(x) >= p (1 - 64 eps): keeps
 # exact ties on the left (qpois, qnbinom).
@@ -948,46 +956,23 @@ def farrington_flexible(
             continue
         for job in _jobs(k, design, np.isnan(values[:, design.rows]), params, weigh_missing):
             alike.setdefault(_signature(job), []).append(job)
-    for jobs in alike.values():
-        for chunk in _chunks(jobs, MAX_BATCH_ROWS):
-            series_index = np.concatenate([job.members for job in chunk])
-            week_index = np.concatenate([np.full(job.members.size, job.k) for job in chunk])
-            first = chunk[0]
-            if first.keep is None:
-                kept = np.concatenate(
-                    [~np.isnan(values[job.members][:, job.design.rows]) for job in chunk]
-                )
-                # the judged week's time counts from each row's first kept week
-                before = (first.k - first.design.rows).astype(np.float64)
-                week = judge_week(
-                    *_stacked(values, log_population, chunk),
-                    observed=values[series_index, week_index],
-                    wtime0=before[np.argmax(kept, axis=1)],
-                    design=first.design,
-                    keep=np.arange(first.design.rows.size),
-                    params=params,
-                    kept=kept,
-                )
-            else:
-                week = judge_week(
-                    *_stacked(values, log_population, chunk),
-                    observed=values[series_index, week_index],
-                    wtime0=float(first.k - first.design.rows[first.keep][0]),
-                    design=first.design,
-                    keep=first.keep,
-                    params=params,
-                )
-            for name, array in (
-                ("expected", week.expected),
-                ("threshold", week.upper),
-                ("lower", week.lower),
-                ("score", week.score),
-                ("pvalue", week.prob),
-                ("phi", week.phi),
-            ):
-                out[name][series_index, week_index] = array
-            trend[series_index, week_index] = week.trend
-            judged[series_index, week_index] = week.judged
+    batches = [chunk for jobs in alike.values() for chunk in _chunks(jobs, MAX_BATCH_ROWS)]
+
+    def judge_batch(chunk: list[_Job]) -> tuple[IntArray, IntArray, WeekResult]:
+        return _judge_batch(values, log_population, chunk, params)
+
+    for series_index, week_index, week in _each_in_parallel(judge_batch, batches):
+        for name, array in (
+            ("expected", week.expected),
+            ("threshold", week.upper),
+            ("lower", week.lower),
+            ("score", week.score),
+            ("pvalue", week.prob),
+            ("phi", week.phi),
+        ):
+            out[name][series_index, week_index] = array
+        trend[series_index, week_index] = week.trend
+        judged[series_index, week_index] = week.judged
     enough = enough_cases(values, params.limit54)
     score = np.asarray(out["score"], dtype=np.float64)
     observed_nonzero = np.nan_to_num(values, nan=0.0) != 0
@@ -998,6 +983,55 @@ def farrington_flexible(
     out["enough_cases"] = enough
     out["judged"] = judged
     return out
+
+
+def _judge_batch(
+    values: FloatArray,
+    log_population: FloatArray | None,
+    chunk: list[_Job],
+    params: FarringtonParams,
+) -> tuple[IntArray, IntArray, WeekResult]:
+    """Judge one batch of jobs sharing a design: (series, weeks, their results)."""
+    series_index = np.concatenate([job.members for job in chunk])
+    week_index = np.concatenate([np.full(job.members.size, job.k) for job in chunk])
+    first = chunk[0]
+    if first.keep is None:
+        kept = np.concatenate([~np.isnan(values[job.members][:, job.design.rows]) for job in chunk])
+        # the judged week's time counts from each row's first kept week
+        before = (first.k - first.design.rows).astype(np.float64)
+        week = judge_week(
+            *_stacked(values, log_population, chunk),
+            observed=values[series_index, week_index],
+            wtime0=before[np.argmax(kept, axis=1)],
+            design=first.design,
+            keep=np.arange(first.design.rows.size),
+            params=params,
+            kept=kept,
+        )
+    else:
+        week = judge_week(
+            *_stacked(values, log_population, chunk),
+            observed=values[series_index, week_index],
+            wtime0=float(first.k - first.design.rows[first.keep][0]),
+            design=first.design,
+            keep=first.keep,
+            params=params,
+        )
+    return series_index, week_index, week
+
+
+def _each_in_parallel(
+    function: Callable[[list[_Job]], _T], batches: list[list[_Job]]
+) -> Iterator[_T]:
+    """``function`` of every batch, in order, on up to WORKERS threads: numpy lets go of the
+    interpreter lock inside its array operations, which are nearly all of a batch's time, so
+    the batches of a large run use every core."""
+    workers = min(WORKERS, len(batches))
+    if workers <= 1:
+        yield from map(function, batches)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="farrington") as pool:
+        yield from pool.map(function, batches)
 
 
 def _chunks(jobs: list[_Job], max_rows: int) -> list[list[_Job]]:

@@ -921,3 +921,24 @@ def test_weighted_cross_products_equal_the_dense_ones(kind: str) -> None:
     np.testing.assert_allclose(model.cross(weights), expected, rtol=1e-12)
     if kind != "dense":
         assert model.products.shape[1] < design.shape[1] ** 2 // 4
+
+
+def test_batches_judged_on_several_threads_give_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches run on worker threads (one per core) give exactly what one thread gives."""
+    rng = np.random.default_rng(5)
+    weeks = 5 * 52
+    days = [date(2020, 1, 6) + timedelta(weeks=i) for i in range(weeks)]
+    values = rng.poisson(rng.uniform(1, 30, size=(40, 1)), size=(40, weeks)).astype(float)
+    values[rng.random(values.shape) < 0.02] = np.nan
+    params = F.FarringtonParams(b=3, w=3)
+    judge = np.ones(weeks, dtype=bool)
+    monkeypatch.setattr(F, "MAX_BATCH_ROWS", 500)  # many batches
+    monkeypatch.setattr(F, "WORKERS", 1)
+    alone = F.farrington_flexible(values, days, None, params, judge)
+    monkeypatch.setattr(F, "WORKERS", 3)
+    threaded = F.farrington_flexible(values, days, None, params, judge)
+    assert alone["judged"].sum() > 1000
+    for name, array in alone.items():
+        np.testing.assert_array_equal(threaded[name], array, err_msg=name)
