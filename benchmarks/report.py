@@ -43,6 +43,8 @@ def laid_over(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "recorded_at": partial["recorded_at"],
                 "runs": partial["runs"],
                 "stages": [*partial["medians"], *partial["once"]],
+                "machine": partial.get("machine", {}),
+                "reused_warehouse": bool(partial.get("reused_warehouse")),
             }
         )
     return merged
@@ -307,10 +309,27 @@ STAGE_LABELS = {
 }
 
 
+def machine_note(base: dict[str, Any], other: dict[str, Any]) -> str:
+    """How a partial run's machine compares with the whole run's, by their calibration
+    workloads (machines of one kind have differed twofold); empty where either lacks them."""
+    mine, theirs = base.get("calibration_s") or {}, other.get("calibration_s") or {}
+    shared = [name for name in ("duckdb", "python") if mine.get(name) and theirs.get(name)]
+    if not shared:
+        missing = "the whole run" if not mine else "this run"
+        return f" Its machine cannot be compared with the whole run's ({missing} predates the calibration)."
+    ratios = ", ".join(f"{name} {mine[name] / theirs[name]:.2f}x" for name in shared)
+    return f" Its machine against the whole run's (calibration, higher is faster): {ratios}."
+
+
 def scale_section(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     limit = (result.get("settings") or {}).get("memory_limit")
     setting = f"; DuckDB memory_limit {limit}" if limit else ""
+    if machine.get("cpu"):
+        setting += f"; {machine['cpu']}"
+    if machine.get("calibration_s"):
+        cal = machine["calibration_s"]
+        setting += f" (calibration: DuckDB {cal['duckdb']:.2f} s, Python {cal['python']:.2f} s)"
     lines = [
         f"## Scale {result['scale']}",
         "",
@@ -325,6 +344,12 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         *(
             f"\nStages measured later, alone (`--stages`; {added['runs']} run(s), recorded "
             f"{added['recorded_at']}, `results/{added['file']}`): {', '.join(added['stages'])}."
+            + (
+                " The limits read the warehouse the run before left."
+                if added.get("reused_warehouse")
+                else ""
+            )
+            + machine_note(machine, added.get("machine") or {})
             for added in result.get("added", [])
         ),
         "",

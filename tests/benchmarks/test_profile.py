@@ -119,6 +119,12 @@ def test_only_the_stages_asked_for_run_and_the_rest_must_be_known(
         run.selected_stages("peer_dl")
     with pytest.raises(SystemExit, match="incremental_1pct need full_refresh"):
         run.selected_stages("incremental_1pct")
+    # the limits only read the warehouse: without full_refresh, the one the cache holds
+    limits = run.selected_stages("limit_aggregate,limit_validate,extract_csv")
+    assert run.reuses_warehouse(limits)
+    assert not run.reuses_warehouse(run.selected_stages("full_refresh,limit_aggregate"))
+    assert not run.reuses_warehouse(run.selected_stages("extract_csv"))
+    assert not run.reuses_warehouse(None)
 
 
 def test_a_partial_run_is_laid_over_the_last_whole_run(tmp_path: Any) -> None:
@@ -139,3 +145,25 @@ def test_a_partial_run_is_laid_over_the_last_whole_run(tmp_path: Any) -> None:
     assert merged["once"] == {"alerts_farrington": {"seconds": 4.0}}
     assert merged["file"] == "L-3.json"
     assert [added["file"] for added in merged["added"]] == ["L-4.json"]
+
+
+def test_a_partial_run_on_another_machine_is_compared_by_calibration() -> None:
+    """Machines of one kind have run the same code twice as fast as each other: a partial
+    run laid over a whole one says how their calibration workloads compare."""
+    base = {"calibration_s": {"duckdb": 0.4, "python": 0.1}}
+    faster = {"calibration_s": {"duckdb": 0.2, "python": 0.08}}
+    assert report.machine_note(base, faster) == (
+        " Its machine against the whole run's (calibration, higher is faster): "
+        "duckdb 2.00x, python 1.25x."
+    )
+    assert "predates the calibration" in report.machine_note({}, faster)
+    assert "this run predates" in report.machine_note(base, {})
+
+
+def test_the_machine_record_names_the_processor_and_times_the_calibration() -> None:
+    from benchmarks import run
+
+    record = run.machine()
+    assert record["cpu"]
+    assert set(record["calibration_s"]) == {"duckdb", "python"}
+    assert all(0 < seconds < 30 for seconds in record["calibration_s"].values())
