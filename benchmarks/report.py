@@ -44,6 +44,7 @@ def laid_over(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "runs": partial["runs"],
                 "stages": [*partial["medians"], *partial["once"]],
                 "machine": partial.get("machine", {}),
+                "code": partial.get("code"),
                 "reused_warehouse": bool(partial.get("reused_warehouse")),
             }
         )
@@ -335,6 +336,7 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         "",
         f"{result['runs']} run{'s' if result['runs'] != 1 else ''}, medians; {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}{setting}; recorded {result['recorded_at']}"
+        + (f" (code {result['code']})" if result.get("code") else "")
         + (
             f"; the harness took {result['harness_seconds'] / 60:.1f} min."
             if result.get("harness_seconds")
@@ -343,7 +345,9 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         + (f" **Stopped** before its end: {result['stopped']}" if result.get("stopped") else ""),
         *(
             f"\nStages measured later, alone (`--stages`; {added['runs']} run(s), recorded "
-            f"{added['recorded_at']}, `results/{added['file']}`): {', '.join(added['stages'])}."
+            f"{added['recorded_at']}, `results/{added['file']}`"
+            + (f", code {added['code']}" if added.get("code") else "")
+            + f"): {', '.join(added['stages'])}."
             + (
                 " The limits read the warehouse the run before left."
                 if added.get("reused_warehouse")

@@ -85,6 +85,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def code_version() -> str | None:
+    """The commit the harness ran (with ``+changes`` when the work tree differed from it):
+    results of one scale laid over each other may come from different code."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
 def cpu_model() -> str | None:
     """The processor's name as the kernel reports it (None where it does not)."""
     try:
@@ -601,6 +626,7 @@ def record(
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "harness_seconds": harness_seconds,
         "machine": machine(),
+        "code": code_version(),
         "settings": {
             "memory_limit": args.memory_limit,
             "spark": bool(getattr(args, "spark", False)),

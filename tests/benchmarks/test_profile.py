@@ -167,3 +167,12 @@ def test_the_machine_record_names_the_processor_and_times_the_calibration() -> N
     assert record["cpu"]
     assert set(record["calibration_s"]) == {"duckdb", "python"}
     assert all(0 < seconds < 30 for seconds in record["calibration_s"].values())
+
+
+def test_a_result_names_the_commit_it_measured() -> None:
+    import re
+
+    from benchmarks import run
+
+    version = run.code_version()
+    assert version is not None and re.fullmatch(r"[0-9a-f]{4,40}(\+changes)?", version)
