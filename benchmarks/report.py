@@ -34,9 +34,12 @@ def laid_over(results: list[dict[str, Any]]) -> dict[str, Any]:
     start = wholes[-1] if wholes else 0
     merged = {**results[start], "medians": dict(results[start]["medians"]),
               "once": dict(results[start]["once"]), "added": []}  # fmt: skip
+    base_file = results[start].get("file")
+    origin = {stage: base_file for stage in (*merged["medians"], *merged["once"])}
     for partial in results[start + 1 :]:
         merged["medians"].update(partial["medians"])
         merged["once"].update(partial["once"])
+        origin.update({stage: partial["file"] for stage in (*partial["medians"], *partial["once"])})
         merged["added"].append(
             {
                 "file": partial["file"],
@@ -48,6 +51,11 @@ def laid_over(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "reused_warehouse": bool(partial.get("reused_warehouse")),
             }
         )
+    # which run each figure now comes from: a later run may replace an earlier one's stages
+    merged["origin"] = origin
+    for added in merged["added"]:
+        added["kept"] = [stage for stage in added["stages"] if origin[stage] == added["file"]]
+    merged["base_kept"] = [stage for stage, file in origin.items() if file == base_file]
     return merged
 
 
@@ -322,6 +330,28 @@ def machine_note(base: dict[str, Any], other: dict[str, Any]) -> str:
     return f" Its machine against the whole run's (calibration, higher is faster): {ratios}."
 
 
+def added_line(added: dict[str, Any], machine: dict[str, Any], base_counts: bool) -> str:
+    """The sentence naming a ``--stages`` run laid over the whole one: its file and code, the
+    stages whose figures it still gives, and (when the whole run still gives some figures)
+    how the two machines compare."""
+    kept = added.get("kept", added["stages"])
+    again = [stage for stage in added["stages"] if stage not in kept]
+    line = (
+        f"\nStages measured later, alone (`--stages`; {added['runs']} run(s), recorded "
+        f"{added['recorded_at']}, `results/{added['file']}`"
+        + (f", code {added['code']}" if added.get("code") else "")
+        + "): "
+        + (", ".join(kept) if kept else "none of its figures remain")
+        + (f" ({', '.join(again)} measured again later)" if again else "")
+        + "."
+    )
+    if kept and added.get("reused_warehouse"):
+        line += " The limits read the warehouse the run before left."
+    if kept and base_counts:
+        line += machine_note(machine, added.get("machine") or {})
+    return line
+
+
 def scale_section(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     limit = (result.get("settings") or {}).get("memory_limit")
@@ -344,16 +374,13 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         )
         + (f" **Stopped** before its end: {result['stopped']}" if result.get("stopped") else ""),
         *(
-            f"\nStages measured later, alone (`--stages`; {added['runs']} run(s), recorded "
-            f"{added['recorded_at']}, `results/{added['file']}`"
-            + (f", code {added['code']}" if added.get("code") else "")
-            + f"): {', '.join(added['stages'])}."
-            + (
-                " The limits read the warehouse the run before left."
-                if added.get("reused_warehouse")
-                else ""
-            )
-            + machine_note(machine, added.get("machine") or {})
+            "\nNone of this run's figures remain below: every stage was measured again by the "
+            "runs that follow."
+            for _ in [1]
+            if result.get("added") and not result.get("base_kept", True)
+        ),
+        *(
+            added_line(added, machine, bool(result.get("base_kept", True)))
             for added in result.get("added", [])
         ),
         "",

@@ -145,6 +145,27 @@ def test_a_partial_run_is_laid_over_the_last_whole_run(tmp_path: Any) -> None:
     assert merged["once"] == {"alerts_farrington": {"seconds": 4.0}}
     assert merged["file"] == "L-3.json"
     assert [added["file"] for added in merged["added"]] == ["L-4.json"]
+    assert merged["base_kept"] == ["full_refresh"]
+    assert merged["added"][0]["kept"] == ["peer_dlt", "alerts_farrington"]
+
+
+def test_the_report_says_which_figures_each_laid_over_run_still_gives(tmp_path: Any) -> None:
+    import json
+
+    def write(name: str, medians: dict[str, Any], **extra: Any) -> None:
+        result = {"scale": "L", "runs": 1, "recorded_at": name, "medians": medians,
+                  "once": {}, **extra}  # fmt: skip
+        (tmp_path / f"L-{name}.json").write_text(json.dumps(result), encoding="utf-8")
+
+    write("1", {"full_refresh": {"seconds": 1.0}, "peer_dlt": {"seconds": 9.0}})
+    write("2", {"peer_dlt": {"seconds": 8.0}}, stages=["peer_dlt"])
+    write("3", {"full_refresh": {"seconds": 2.0}, "peer_dlt": {"seconds": 7.0}},
+          stages=["full_refresh", "peer_dlt"], code="abc1234")  # fmt: skip
+    merged = report.latest_results(tmp_path)["L"]
+    assert merged["base_kept"] == []
+    first, last = (report.added_line(added, {}, False) for added in merged["added"])
+    assert "none of its figures remain (peer_dlt measured again later)" in first
+    assert "code abc1234): full_refresh, peer_dlt." in last
 
 
 def test_a_partial_run_on_another_machine_is_compared_by_calibration() -> None:
