@@ -374,10 +374,12 @@ def scale_section(result: dict[str, Any]) -> list[str]:
         )
         + (f" **Stopped** before its end: {result['stopped']}" if result.get("stopped") else ""),
         *(
-            "\nNone of this run's figures remain below: every stage was measured again by the "
-            "runs that follow."
-            for _ in [1]
+            [
+                "\nNone of this run's figures remain below: every stage was measured again by the "
+                "runs that follow."
+            ]
             if result.get("added") and not result.get("base_kept", True)
+            else []
         ),
         *(
             added_line(added, machine, bool(result.get("base_kept", True)))

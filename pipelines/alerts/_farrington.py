@@ -418,15 +418,15 @@ class _Irls:
             )
             bad = ~np.isfinite(dev) | ~self._valid(mu_new)
         good = ~bad
-        cross_new = self.model.cross(w_new[good]) if not good.all() else self.model.cross(w_new)
         if good.all():
             self.coef, self.eta, self.mu = beta, eta_new, mu_new
             self.working, self.cross = w, xtwx
-            self.weights, self.next_cross = w_new, cross_new
+            self.weights, self.next_cross = w_new, self.model.cross(w_new)
         else:
             self.coef[good], self.eta[good], self.mu[good] = beta[good], eta_new[good], mu_new[good]
             self.working[good], self.cross[good] = w[good], xtwx[good]
-            self.weights[good], self.next_cross[good] = w_new[good], cross_new
+            self.weights[good] = w_new[good]
+            self.next_cross[good] = self.model.cross(w_new[good])
         self.started |= good
         with np.errstate(invalid="ignore"):
             done = good & (np.abs(dev - self.deviance) / (np.abs(dev) + 0.1) < EPSILON)
