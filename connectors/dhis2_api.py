@@ -13,6 +13,12 @@
 - The cursor is the largest ``lastUpdated`` received. It moves only on the last page of a
   pull, so a pull interrupted half way starts again from the old cursor (re-landing what was
   already landed changes nothing).
+- Registrations have no ``lastUpdated`` filter in DHIS2's API. An incremental pull asks for
+  those registered since the cursor (``created``, which DHIS2 compares with the
+  registration's ``date``) and, once per ``registration_sweep``, for every registration of
+  the periods of the last 400 days (a sweep): only a sweep sees a report un-completed or
+  imported with an older ``date``. The cursor records when the last sweep ended
+  (``registrationsSweptAt``, the pipeline's clock), on the last registration page.
 - A window pull (a backfill of past periods) asks each data set for a ``startDate``/``endDate``
   range the caller computes from the data set's ``periodType`` (whole periods, since DHIS2
   returns only periods lying inside the range), ignores the cursor, and moves none: its pages
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from connectors.base import Cursor, Page, Record
@@ -57,6 +63,15 @@ class Dhis2ApiSettings:
     chunk_level: int = 2
     """Data values are requested one subtree at a time, rooted at this hierarchy level."""
     overlap: timedelta = timedelta(minutes=5)
+    registration_sweep: timedelta = timedelta(hours=24)
+    """How often an incremental pull re-reads every registration of the last
+    ``REGISTRATION_LOOKBACK`` of periods; zero: on every pull."""
+
+
+REGISTRATION_LOOKBACK = timedelta(days=400)
+"""A sweep asks for the periods starting this long before the cursor: a yearly data set's
+last year and more."""
+SWEPT_AT = "registrationsSweptAt"
 
 
 def _fields(spec: CollectionSpec) -> str:
@@ -172,15 +187,23 @@ def fetch_data_values(
 
 
 def fetch_registrations(
-    client: HttpClient, data_set: str, org_unit: str, period_range: tuple[date, date]
+    client: HttpClient,
+    data_set: str,
+    org_unit: str,
+    period_range: tuple[date, date] | None,
+    *,
+    created: str | None = None,
 ) -> list[Record]:
-    params = [
-        ("dataSet", data_set),
-        ("orgUnit", org_unit),
-        ("children", "true"),
-        ("startDate", period_range[0].isoformat()),
-        ("endDate", period_range[1].isoformat()),
-    ]
+    """The registrations of the periods in ``period_range``, or (without one) those whose
+    ``date`` is at or after ``created``."""
+    params = [("dataSet", data_set), ("orgUnit", org_unit), ("children", "true")]
+    if period_range is not None:
+        params += [
+            ("startDate", period_range[0].isoformat()),
+            ("endDate", period_range[1].isoformat()),
+        ]
+    if created is not None:
+        params.append(("created", created))
     document = client.get_json("api/completeDataSetRegistrations", params=params)
     origin = f"{client.source}: {client.url('api/completeDataSetRegistrations')}"
     if not isinstance(document, dict):
@@ -201,10 +224,12 @@ def read_api(
     cursor: Cursor | None,
     *,
     window: PeriodRangeOf | None = None,
+    now: datetime | None = None,
 ) -> Iterator[Page]:
     """Metadata (whole lists: they are small), then data values and registrations by chunk.
 
     With ``window``, only each data set's range is pulled and the cursor is left as it was.
+    ``now`` (the pipeline's clock, UTC) decides whether a registration sweep is due.
     """
     base = dict(cursor or {})
     collections: dict[str, list[Record]] = {}
@@ -236,21 +261,48 @@ def read_api(
         cursor_now = {**base, "lastUpdated": latest} if done and latest else base
         yield Page("data_values", records, client.url("api/dataValueSets"), cursor_now)
 
-    registration_range = (
-        (datetime.fromisoformat(since).date() - timedelta(days=400), settings.end_date)
-        if since
-        else (settings.start_date, settings.end_date)
-    )
-    for data_set in data_sets:
-        for org_unit in roots:
-            records = fetch_registrations(client, data_set, org_unit, registration_range)
-            if records:
-                yield Page(
-                    REGISTRATIONS.entity,
-                    records,
-                    client.url("api/completeDataSetRegistrations"),
-                    {**base, "lastUpdated": latest} if latest else base,
-                )
+    clock = now or datetime.now(UTC)
+    sweep = since is None or _sweep_due(base.get(SWEPT_AT), clock, settings.registration_sweep)
+    registration_range: tuple[date, date] | None = None
+    if since is None:
+        registration_range = (settings.start_date, settings.end_date)
+    elif sweep:
+        start = datetime.fromisoformat(since).date() - REGISTRATION_LOOKBACK
+        registration_range = (start, settings.end_date)
+    cursor_after = {**base, "lastUpdated": latest} if latest else dict(base)
+    registration_chunks = [(ds, ou) for ds in data_sets for ou in roots]
+    for number, (data_set, org_unit) in enumerate(registration_chunks, start=1):
+        records = fetch_registrations(
+            client,
+            data_set,
+            org_unit,
+            registration_range,
+            created=None if sweep else since,
+        )
+        done = number == len(registration_chunks)
+        if not records and not done:
+            continue
+        if done and sweep:
+            # only the last page says a sweep ended: an interrupted one is done again
+            cursor_after[SWEPT_AT] = clock.isoformat(timespec="seconds")
+        yield Page(
+            REGISTRATIONS.entity,
+            records,
+            client.url("api/completeDataSetRegistrations"),
+            cursor_after,
+        )
+
+
+def _sweep_due(swept_at: object, now: datetime, every: timedelta) -> bool:
+    if not swept_at:
+        return True
+    try:
+        last = datetime.fromisoformat(str(swept_at))
+    except ValueError:
+        return True  # a cursor written by hand or by another version: sweep to be safe
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    return now - last >= every
 
 
 def _read_window(

@@ -34,6 +34,7 @@ _TYPE_SPECIFIC: dict[str, tuple[str, ...]] = {
     "org_units": ("dhis2",),
     "start_date": ("dhis2", "fhir"),
     "format": ("dhis2",),
+    "registration_sweep_hours": ("dhis2",),
     "resource_types": ("fhir",),
     "bulk": ("fhir",),
     "project_id": ("odk",),
@@ -96,6 +97,14 @@ class SourceConfig(BaseModel):
     org_units: list[str] = Field(default_factory=list)
     start_date: date | None = None
     format: Literal["json", "csv"] = "json"
+    registration_sweep_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="DHIS2 Web API: incremental pulls ask for the complete registrations "
+        "registered since the cursor, and this often for every registration of the last 400 "
+        "days of periods, the only way to see a report un-completed or imported with an older "
+        "date (DHIS2 cannot filter registrations by lastUpdated); 0 sweeps on every pull",
+    )
     # fhir
     resource_types: list[str] = Field(default_factory=list)
     bulk: bool = False

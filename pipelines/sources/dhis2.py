@@ -222,6 +222,7 @@ class Dhis2Adapter:
             value_format=source.format,
             page_size=min(source.page_size, 1000),
             overlap=timedelta(seconds=source.overlap_seconds),
+            registration_sweep=timedelta(hours=source.registration_sweep_hours),
         )
         base_url = f"{source.base_url}".rstrip("/") + "/"
         with HttpClient(

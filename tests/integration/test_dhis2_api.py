@@ -3,7 +3,9 @@ full pull, incremental pull after new, corrected and deleted values, auth failur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,59 @@ def test_full_then_incremental_pull(
     # for everything again.
     assert counts.received < len(expected) / 2
     assert counts.inserted + counts.updated >= len(later) - 1
+
+
+def registrations_in(folder: Path) -> list[dict[str, Any]]:
+    return [
+        r
+        for path in sorted((folder / "dhis2" / "completeDataSetRegistrations").glob("*.json"))
+        for r in json.loads(path.read_text(encoding="utf-8"))["completeDataSetRegistrations"]
+    ]
+
+
+def saved_cursor(warehouse: Any) -> dict[str, Any]:
+    text = warehouse.fetch_scalar(
+        "select cursor from audit.source_state where source_name = 'hmis'"
+    )
+    return dict(json.loads(text))
+
+
+def test_incremental_pulls_ask_for_new_registrations_and_sweep_when_due(
+    sandbox: Sandbox,
+    country_dir: Path,
+    duckdb_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    config = config_for(sandbox.dhis2_url, duckdb_url, tmp_path)
+    base = registrations_in(country_dir)
+    added = registrations_in(country_dir / "increments" / "1")
+    assert base and added
+    with open_warehouse(config) as warehouse:
+        ingest_source(warehouse, config.source("hmis"), config, run_id="full")
+        assert warehouse.row_count("raw.dhis2__complete_registrations") == len(base)
+        cursor = saved_cursor(warehouse)
+        assert "registrationsSweptAt" in cursor
+        since = datetime.fromisoformat(cursor["lastUpdated"]) - timedelta(seconds=300)
+
+        # within a day of the sweep: only what was registered since the cursor (minus the
+        # overlap) is asked for, not every registration of the last 400 days again
+        sandbox.apply_increment(1)
+        summary = ingest_source(warehouse, config.source("hmis"), config, run_id="incremental")
+        registered_since = [
+            r for r in [*base, *added] if datetime.fromisoformat(r["date"]) >= since
+        ]
+        assert summary.entities["complete_registrations"].received == len(registered_since)
+        assert warehouse.row_count("raw.dhis2__complete_registrations") == len(base) + len(added)
+
+        # a sweep due (every pull, here) reads the whole recent window again
+        sweeping = config_for(sandbox.dhis2_url, duckdb_url, tmp_path, registration_sweep_hours=0)
+        swept = ingest_source(warehouse, sweeping.source("hmis"), sweeping, run_id="sweep")
+        assert swept.entities["complete_registrations"].received == len(base) + len(added)
+        later = saved_cursor(warehouse)
+        assert later["registrationsSweptAt"] >= cursor["registrationsSweptAt"]
 
 
 def test_wrong_password_fails_once_with_a_clear_error(
