@@ -9,15 +9,15 @@
     not the one row per public cell (112 million at L scale, where joining it ran DuckDB out
     of memory under an 8 GB limit). -#}
 {%- set masked = ref('int_suppression_masked_cells') %}
-select g.family, g.series_id, g.anchor_org_unit_id, g.anchor_period_id, g.anchor_period_type
+select g.family, g.series_id, g.anchor_org_unit_key, g.anchor_period_key, g.anchor_period_type_key
 from (
     {{ hp_suppression_members(
         'select cell_id from ' ~ masked,
-        ref('int_suppression_cells'),
-        ref('int_suppression_period_links'),
+        ref('int_suppression_cell_keys'),
+        ref('int_suppression_link_keys'),
     ) }}
 ) as g
 left join {{ masked }} as m on m.cell_id = g.cell_id
-group by g.family, g.series_id, g.anchor_org_unit_id, g.anchor_period_id, g.anchor_period_type
+group by {{ hp_suppression_group_key('g') }}
 having count(m.cell_id) = 1
    and count(*) > 1

@@ -9,15 +9,11 @@
     choice between equal candidates is the same on every build. series_id numbers the series
     (table, measure and the four keys) and combo_series_id a data element's series over its
     disaggregations (table, measure, source and data element): the groups of
-    hp_suppression_members join on them. -#}
+    hp_suppression_members join on them (in int_suppression_cell_keys, where the org unit,
+    parent and period are numbers too). -#}
 {{ config(
     materialized='table',
-    indexes=hp_indexes([
-        {'columns': ['cell_id'], 'unique': true},
-        {'columns': ['series_id', 'parent_id', 'period_id']},
-        {'columns': ['series_id', 'org_unit_id', 'period_id']},
-        {'columns': ['combo_series_id', 'org_unit_id', 'period_id']},
-    ])
+    indexes=hp_indexes([{'columns': ['cell_id'], 'unique': true}])
 ) }}
 
 {%- set threshold = hp_small_cell_threshold() %}

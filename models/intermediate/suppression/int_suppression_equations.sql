@@ -18,6 +18,37 @@
     a small part of tens of millions of rows. -#}
 {{ config(materialized='view', pre_hook="{{ hp_drop_indexes_of_old_table(this) }}") }}
 
+with keys as (
+
+    select key_kind, key_text, key_number from {{ ref('int_suppression_keys') }}
+
+),
+
+members as (
+
+    select
+        m.family,
+        m.series_id,
+        org_unit.key_text as anchor_org_unit_id,
+        period.key_text as anchor_period_id,
+        coalesce(period_type.key_text, '') as anchor_period_type,
+        m.cell_id
+    from (
+        {{ hp_suppression_members(
+            'select cell_id from ' ~ ref('int_suppression_cell_keys'),
+            ref('int_suppression_cell_keys'),
+            ref('int_suppression_link_keys'),
+        ) }}
+    ) as m
+    left join keys as org_unit
+        on org_unit.key_kind = 'org_unit' and org_unit.key_number = m.anchor_org_unit_key
+    left join keys as period
+        on period.key_kind = 'period' and period.key_number = m.anchor_period_key
+    left join keys as period_type
+        on period_type.key_kind = 'period_type' and period_type.key_number = m.anchor_period_type_key
+
+)
+
 select
     md5(concat_ws('|', family, cast(series_id as {{ hp_type_text() }}), anchor_org_unit_id,
                   anchor_period_id, anchor_period_type)) as group_id,
@@ -27,10 +58,4 @@ select
     anchor_period_id,
     anchor_period_type,
     cell_id
-from (
-    {{ hp_suppression_members(
-        'select cell_id from ' ~ ref('int_suppression_cells'),
-        ref('int_suppression_cells'),
-        ref('int_suppression_period_links'),
-    ) }}
-) as members
+from members

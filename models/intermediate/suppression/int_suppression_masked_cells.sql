@@ -7,11 +7,12 @@
     indexes=hp_indexes([{'columns': ['cell_id'], 'unique': true}]),
     post_hook=[
         "{{ hp_analyze(this) }}",
-        "{{ hp_complete_masking(this, ref('int_suppression_cells'), ref('int_suppression_period_links')) }}",
+        "{{ hp_complete_masking(this, ref('int_suppression_cell_keys'), ref('int_suppression_link_keys')) }}",
     ]
 ) }}
 
--- depends_on: {{ ref('int_suppression_period_links') }}
+-- depends_on: {{ ref('int_suppression_cell_keys') }}
+-- depends_on: {{ ref('int_suppression_link_keys') }}
 -- The view of every equation is not read here; after it, so that replacing an older
 -- version's equation table never runs beside this model (DuckDB's catalog then conflicts).
 -- depends_on: {{ ref('int_suppression_equations') }}
