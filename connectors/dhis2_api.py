@@ -224,12 +224,10 @@ def read_api(
     cursor: Cursor | None,
     *,
     window: PeriodRangeOf | None = None,
-    now: datetime | None = None,
 ) -> Iterator[Page]:
     """Metadata (whole lists: they are small), then data values and registrations by chunk.
 
     With ``window``, only each data set's range is pulled and the cursor is left as it was.
-    ``now`` (the pipeline's clock, UTC) decides whether a registration sweep is due.
     """
     base = dict(cursor or {})
     collections: dict[str, list[Record]] = {}
@@ -261,7 +259,7 @@ def read_api(
         cursor_now = {**base, "lastUpdated": latest} if done and latest else base
         yield Page("data_values", records, client.url("api/dataValueSets"), cursor_now)
 
-    clock = now or datetime.now(UTC)
+    clock = datetime.now(UTC)
     sweep = since is None or _sweep_due(base.get(SWEPT_AT), clock, settings.registration_sweep)
     registration_range: tuple[date, date] | None = None
     if since is None:

@@ -166,12 +166,24 @@ def test_incremental_pulls_ask_for_new_registrations_and_sweep_when_due(
         assert summary.entities["complete_registrations"].received == len(registered_since)
         assert warehouse.row_count("raw.dhis2__complete_registrations") == len(base) + len(added)
 
-        # a sweep due (every pull, here) reads the whole recent window again
-        sweeping = config_for(sandbox.dhis2_url, duckdb_url, tmp_path, registration_sweep_hours=0)
-        swept = ingest_source(warehouse, sweeping.source("hmis"), sweeping, run_id="sweep")
+        # a day after the last sweep, the whole recent window is read again
+        aged = saved_cursor(warehouse)
+        swept_at = datetime.fromisoformat(aged["registrationsSweptAt"])
+        aged["registrationsSweptAt"] = (swept_at - timedelta(hours=25)).isoformat()
+        warehouse.execute(
+            "update audit.source_state set cursor = $cursor where source_name = 'hmis'",
+            {"cursor": json.dumps(aged)},
+        )
+        swept = ingest_source(warehouse, config.source("hmis"), config, run_id="daily")
         assert swept.entities["complete_registrations"].received == len(base) + len(added)
-        later = saved_cursor(warehouse)
-        assert later["registrationsSweptAt"] >= cursor["registrationsSweptAt"]
+        assert saved_cursor(warehouse)["registrationsSweptAt"] >= cursor["registrationsSweptAt"]
+        quiet = ingest_source(warehouse, config.source("hmis"), config, run_id="quiet")
+        assert quiet.entities["complete_registrations"].received < len(base)
+
+        # with registration_sweep_hours: 0, every pull sweeps
+        sweeping = config_for(sandbox.dhis2_url, duckdb_url, tmp_path, registration_sweep_hours=0)
+        again = ingest_source(warehouse, sweeping.source("hmis"), sweeping, run_id="sweep")
+        assert again.entities["complete_registrations"].received == len(base) + len(added)
 
 
 def test_wrong_password_fails_once_with_a_clear_error(
