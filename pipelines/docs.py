@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines.config import HealthpipeConfig
 from pipelines.errors import TransformError
-from pipelines.run import data_docs, open_warehouse
+from pipelines.run import data_docs, dbt_variables, open_warehouse
 from pipelines.transform import run_dbt
 from pipelines.validate import build_data_docs
 
@@ -36,7 +36,12 @@ def build_docs(config: HealthpipeConfig, out: Path) -> DocSites:
             f"the warehouse {config.warehouse} has no dbt models yet; run `healthpipe run` "
             "(or `make demo`) before building the docs"
         )
-    run_dbt(["docs", "generate", "--static"], dbt_env=dbt_env, state_dir=config.state_dir)
+    run_dbt(
+        ["docs", "generate", "--static"],
+        dbt_env=dbt_env,
+        state_dir=config.state_dir,
+        variables=dbt_variables(config),
+    )
     target = config.state_dir / "dbt" / dbt_env.get("HEALTHPIPE_DBT_TARGET", "duckdb") / "target"
     dbt_out = out / "dbt-docs"
     dbt_out.mkdir(parents=True, exist_ok=True)

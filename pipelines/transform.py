@@ -105,14 +105,22 @@ def run_dbt(
     state_dir: Path,
     quiet: bool = True,
     on_node: NodeCallback | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> DbtOutcome:
     """Invoke dbt with ``args`` (for example ``["build"]``) and report per-node results.
 
     Target and log folders live under ``state_dir/dbt/<target>`` so runs against different
-    warehouses never share dbt's partial-parse state.
+    warehouses never share dbt's partial-parse state. ``variables`` go to ``--vars``: give
+    every invocation on one state_dir the same ones, since dbt parses the whole project
+    again (seconds) whenever they differ from the previous invocation's.
     """
     result, target, work = _invoke(
-        args, dbt_env=dbt_env, state_dir=state_dir, quiet=quiet, on_node=on_node
+        args,
+        dbt_env=dbt_env,
+        state_dir=state_dir,
+        quiet=quiet,
+        on_node=on_node,
+        variables=variables,
     )
     outcome = DbtOutcome(command=" ".join(args))
     for node in _node_results(result.result):
@@ -142,7 +150,11 @@ def run_dbt(
 
 
 def source_freshness(
-    sources: Sequence[str], *, dbt_env: Mapping[str, str], state_dir: Path
+    sources: Sequence[str],
+    *,
+    dbt_env: Mapping[str, str],
+    state_dir: Path,
+    variables: Mapping[str, Any] | None = None,
 ) -> list[FreshnessResult]:
     """``dbt source freshness`` on the raw tables of the given dbt sources (source types).
 
@@ -154,7 +166,11 @@ def source_freshness(
         return []
     select = ["--select", *(f"source:{name}" for name in sorted(set(sources)))]
     result, target, work = _invoke(
-        ["source", "freshness", *select], dbt_env=dbt_env, state_dir=state_dir, quiet=True
+        ["source", "freshness", *select],
+        dbt_env=dbt_env,
+        state_dir=state_dir,
+        quiet=True,
+        variables=variables,
     )
     if result.exception is not None:
         raise TransformError(
@@ -185,6 +201,7 @@ def _invoke(
     state_dir: Path,
     quiet: bool,
     on_node: NodeCallback | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> tuple[Any, str, Path]:
     from dbt.cli.main import dbtRunner
 
@@ -202,6 +219,8 @@ def _invoke(
         "--log-path",
         str(work / "logs"),
     ]
+    if variables is not None:
+        command += ["--vars", json.dumps(dict(variables), sort_keys=True)]
     if quiet:
         command.insert(0, "--quiet")
     env = {**dbt_env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}

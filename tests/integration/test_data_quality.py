@@ -447,6 +447,20 @@ def test_stale_sources_warn_or_error_without_stopping(built: Built, stale_extrac
     }
 
 
+def test_source_freshness_after_a_build_keeps_dbts_partial_parse(built: Built) -> None:
+    """Every dbt invocation gets the build's vars: with other vars (or none) dbt parses the
+    whole project again, which was most of a run with nothing new (about 5 s)."""
+    transform(built.config, run_id="parse-build")
+    log = built.config.state_dir / "dbt" / "duckdb" / "logs" / "dbt.log"
+    written_before = log.stat().st_size
+    check_freshness(built.config, run_id="parse-freshness", source_types=["dhis2"])
+    with log.open("rb") as handle:
+        handle.seek(written_before)
+        freshness_log = handle.read().decode("utf-8", errors="replace")
+    assert "freshness" in freshness_log
+    assert "Unable to do partial parsing" not in freshness_log
+
+
 def test_threshold_comes_from_the_config(built: Built) -> None:
     """small_cell_threshold: 2 masks only ones (the dbt var reaches every public model)."""
     config = built.config.model_copy(update={"small_cell_threshold": 2})
