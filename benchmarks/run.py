@@ -573,6 +573,7 @@ def main() -> None:
         record(args, scale, [stages], {}, None, stopped=args.record_stopped)
         return
     started = time.perf_counter()
+    code = code_version()  # the code the stages start with, not what main holds at the end
     folder = country_dir(scale, cache)
     runs = []
     with sandbox(folder) as base:
@@ -601,7 +602,7 @@ def main() -> None:
             args.spark,
             only,
         )
-    record(args, scale, runs, once, round(time.perf_counter() - started, 1))
+    record(args, scale, runs, once, round(time.perf_counter() - started, 1), code=code)
 
 
 def record(
@@ -611,6 +612,7 @@ def record(
     once: dict[str, Any],
     harness_seconds: float | None,
     stopped: str | None = None,
+    code: str | None = None,
 ) -> None:
     """Write the result file (and RESULTS.md for the default folder); exit non-zero when a
     stage failed."""
@@ -620,7 +622,7 @@ def record(
         "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "harness_seconds": harness_seconds,
         "machine": machine(),
-        "code": code_version(),
+        "code": code or code_version(),
         "settings": {
             "memory_limit": args.memory_limit,
             "spark": bool(getattr(args, "spark", False)),
