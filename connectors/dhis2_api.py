@@ -280,14 +280,15 @@ def read_api(
         done = number == len(registration_chunks)
         if not records and not done:
             continue
+        page_cursor = dict(cursor_after)  # each page its own: pages are landed later
         if done and sweep:
             # only the last page says a sweep ended: an interrupted one is done again
-            cursor_after[SWEPT_AT] = clock.isoformat(timespec="seconds")
+            page_cursor[SWEPT_AT] = clock.isoformat(timespec="seconds")
         yield Page(
             REGISTRATIONS.entity,
             records,
             client.url("api/completeDataSetRegistrations"),
-            cursor_after,
+            page_cursor,
         )
 
 
